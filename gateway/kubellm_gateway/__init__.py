@@ -1,0 +1,1 @@
+"""kubellm gateway: the data plane."""
