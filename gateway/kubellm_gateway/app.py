@@ -1,0 +1,81 @@
+"""Wiring: the ASGI application of one gateway process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from .api import openai
+from .asgi import RequestIdMiddleware, json_response
+from .errors import APIError
+from .runtime import Runtime
+from .sources.files import FileSource
+
+log = logging.getLogger(__name__)
+
+
+def _error_response(error: APIError) -> Response:
+    return json_response(error.payload(), error.status, error.headers)
+
+
+async def _api_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, APIError)
+    return _error_response(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+    message = f"{request.method} {request.url.path}: {exc.detail}"
+    return _error_response(APIError(exc.status_code, message, code=code))
+
+
+async def _validation_error(request: Request, exc: Exception) -> Response:
+    return _error_response(APIError(400, f"Invalid request: {exc}", code="invalid_request"))
+
+
+def create_app(runtime: Runtime) -> RequestIdMiddleware:
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        source = FileSource(
+            runtime.settings.manifests, runtime.apply, runtime.settings.reload_interval
+        )
+        task = asyncio.create_task(source.run(runtime.ready), name="kubellm-files-source")
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await runtime.aclose()
+
+    app = FastAPI(
+        title="kubellm gateway",
+        lifespan=lifespan,
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.add_exception_handler(APIError, _api_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.include_router(openai.router(runtime))
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> Response:
+        if not runtime.ready.is_set():
+            return json_response({"status": "not ready"}, 503)
+        return json_response({"status": "ready", "generation": runtime.snapshot.generation})
+
+    return RequestIdMiddleware(app)

@@ -1,0 +1,325 @@
+"""The routing table: an immutable snapshot built from resources, swapped atomically.
+
+Requests read the current snapshot once and never lock. Everything a request
+needs (model by id or alias, key by hash, the models a principal may use) is a
+dictionary lookup here; the work happens once per configuration change.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import logging
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from .providers.base import Operation, Provider
+from .providers.pool import ProviderPool
+from .resources import (
+    AccessPolicy,
+    APIKey,
+    LLMModel,
+    LLMProvider,
+    Pricing,
+    Resource,
+    Secret,
+)
+
+log = logging.getLogger(__name__)
+
+API_KEY_SECRET_FIELD = "apiKey"  # noqa: S105 - a field name, not a secret
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the subjects AccessPolicies name."""
+
+    user: str
+    groups: frozenset[str]
+    api_key: str | None = None  # "namespace/name" of the APIKey used, if any
+    auth: str = "apikey"
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    provider: Provider
+    model: str  # the backend's model (or Azure deployment) name
+    weight: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModelEntry:
+    id: str
+    namespace: str
+    name: str
+    labels: Mapping[str, str]
+    capabilities: frozenset[Operation]
+    tiers: tuple[tuple[Route, ...], ...]  # by priority, best first; empty if none is routable
+    pricing: Pricing | None
+    created: int
+
+
+@dataclass(frozen=True, slots=True)
+class KeyEntry:
+    principal: Principal
+    digest: bytes
+    expires_at: float | None
+    disabled: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    generation: int
+    models: Mapping[str, ModelEntry]  # by id and by alias
+    keys: Mapping[bytes, KeyEntry]  # by SHA-256 digest of the key
+    grants: Mapping[Principal, frozenset[str]]  # precomputed for every API key
+    policies: tuple[AccessPolicy, ...]
+    problems: tuple[str, ...] = ()
+    resource_counts: Mapping[str, int] = field(default_factory=dict)
+
+    def allowed(self, principal: Principal) -> frozenset[str]:
+        """Ids of the models the principal may use (default deny)."""
+        granted = self.grants.get(principal)
+        if granted is None:
+            granted = _grant(principal, self.policies, self._canonical())
+        return granted
+
+    def _canonical(self) -> list[ModelEntry]:
+        return [m for key, m in self.models.items() if key == m.id]
+
+    def listed(self, principal: Principal) -> list[ModelEntry]:
+        allowed = self.allowed(principal)
+        return sorted((m for m in self._canonical() if m.id in allowed), key=lambda m: m.id)
+
+
+EMPTY = Snapshot(generation=0, models={}, keys={}, grants={}, policies=())
+
+
+def key_digest(key: str) -> bytes:
+    return hashlib.sha256(key.encode()).digest()
+
+
+def _qualified(resource: Resource) -> str:
+    return f"{resource.metadata.namespace}/{resource.metadata.name}"
+
+
+def _created(resource: Resource) -> datetime:
+    return resource.metadata.creationTimestamp or _EPOCH
+
+
+class _Builder:
+    def __init__(self, resources: Iterable[Resource]) -> None:
+        self.problems: list[str] = []
+        self.by_kind: dict[str, list[Resource]] = defaultdict(list)
+        for resource in resources:
+            self.by_kind[resource.kind].append(resource)
+        self.secrets = {
+            (r.metadata.namespace, r.metadata.name): r
+            for r in self.by_kind["Secret"]
+            if isinstance(r, Secret)
+        }
+
+    def problem(self, message: str) -> None:
+        self.problems.append(message)
+        log.warning("%s", message)
+
+    def secret_value(self, owner: str, namespace: str, name: str, key: str) -> str | None:
+        secret = self.secrets.get((namespace, name))
+        if secret is None:
+            self.problem(f"{owner}: Secret {namespace}/{name} not found")
+            return None
+        try:
+            value = secret.value(key)
+        except ValueError as exc:
+            self.problem(f"{owner}: {exc}")
+            return None
+        if value is None:
+            self.problem(f"{owner}: Secret {namespace}/{name} has no key {key!r}")
+        return value
+
+    def provider_credentials(self) -> dict[str, tuple[LLMProvider, str | None]]:
+        wanted: dict[str, tuple[LLMProvider, str | None]] = {}
+        for p in self.by_kind["LLMProvider"]:
+            assert isinstance(p, LLMProvider)
+            ref = p.spec.apiKeySecretRef
+            owner = f"LLMProvider {_qualified(p)}"
+            key = None
+            if ref is not None:
+                key = self.secret_value(owner, p.metadata.namespace, ref.name, ref.key)
+                if key is None:
+                    continue
+            if p.spec.azure is not None and p.spec.azure.entraID is not None:
+                self.problem(f"{owner}: Entra ID credentials are not supported by this gateway yet")
+                continue
+            if p.spec.type.value == "Anthropic":
+                self.problem(
+                    f"{owner}: provider type Anthropic is not supported by this gateway yet"
+                )
+                continue
+            wanted[_qualified(p)] = (p, key)
+        return wanted
+
+    def models(self, providers: Mapping[str, Provider]) -> dict[str, ModelEntry]:
+        table: dict[str, ModelEntry] = {}
+        owners: dict[str, str] = {}
+        resources = [m for m in self.by_kind["LLMModel"] if isinstance(m, LLMModel)]
+        # The oldest claim to an id wins, so a newcomer cannot hijack a live model.
+        resources.sort(key=lambda m: (_created(m), m.metadata.namespace, m.metadata.name))
+        for m in resources:
+            owner = f"LLMModel {_qualified(m)}"
+            if m.spec.disabled:
+                log.info("%s is disabled", owner)
+                continue
+            entry = self.model_entry(m, owner, providers)
+            for model_id in (entry.id, *m.spec.aliases):
+                if model_id in owners:
+                    self.problem(
+                        f"{owner}: model id {model_id!r} is already served by {owners[model_id]}"
+                    )
+                    continue
+                owners[model_id] = owner
+                table[model_id] = entry
+        return table
+
+    def model_entry(self, m: LLMModel, owner: str, providers: Mapping[str, Provider]) -> ModelEntry:
+        by_priority: dict[int, list[Route]] = defaultdict(list)
+        for i, backend in enumerate(m.spec.backends):
+            provider = providers.get(f"{m.metadata.namespace}/{backend.provider}")
+            if provider is None:
+                self.problem(
+                    f"{owner}: spec.backends[{i}]: LLMProvider {m.metadata.namespace}/"
+                    f"{backend.provider} is missing or unusable"
+                )
+                continue
+            by_priority[backend.priority].append(Route(provider, backend.model, backend.weight))
+        if not by_priority:
+            self.problem(f"{owner}: no routable backend; requests get 503")
+        return ModelEntry(
+            id=m.model_id,
+            namespace=m.metadata.namespace,
+            name=m.metadata.name,
+            labels=m.metadata.labels,
+            capabilities=frozenset(Operation(c.value) for c in m.spec.capabilities),
+            tiers=tuple(tuple(by_priority[p]) for p in sorted(by_priority)),
+            pricing=m.spec.pricing,
+            created=int(_created(m).timestamp()),
+        )
+
+    def keys(self) -> dict[bytes, KeyEntry]:
+        keys: dict[bytes, KeyEntry] = {}
+        for k in self.by_kind["APIKey"]:
+            assert isinstance(k, APIKey)
+            owner = f"APIKey {_qualified(k)}"
+            digest = self.key_digest(k, owner)
+            if digest is None:
+                continue
+            if digest in keys:
+                self.problem(f"{owner}: the same key is used by another APIKey; both refused")
+                keys[digest] = KeyEntry(keys[digest].principal, digest, None, disabled=True)
+                continue
+            expires = k.spec.expiresAt
+            keys[digest] = KeyEntry(
+                Principal(k.user, frozenset(k.spec.groups), _qualified(k)),
+                digest,
+                expires.timestamp() if expires is not None else None,
+                k.spec.disabled,
+            )
+        return keys
+
+    def key_digest(self, k: APIKey, owner: str) -> bytes | None:
+        # In a cluster the operator publishes only the hash; from files, the Secret holds the key.
+        if k.status.keyHash:
+            return bytes.fromhex(k.status.keyHash.removeprefix("sha256:"))
+        value = self.secret_value(
+            owner, k.metadata.namespace, k.spec.secretName, API_KEY_SECRET_FIELD
+        )
+        if value is None:
+            return None
+        if not value.strip():
+            self.problem(f"{owner}: the key in Secret {k.spec.secretName} is empty")
+            return None
+        return key_digest(value)
+
+
+def _globs_matcher(globs: Sequence[str]) -> re.Pattern[str] | None:
+    if not globs:
+        return None
+    return re.compile("|".join(fnmatch.translate(g) for g in globs))
+
+
+def _policy_models(policy: AccessPolicy, models: Sequence[ModelEntry]) -> frozenset[str]:
+    matcher = _globs_matcher(policy.spec.models)
+    selector = policy.spec.modelSelector
+    return frozenset(
+        m.id
+        for m in models
+        if (matcher is not None and matcher.match(m.id))
+        or (selector is not None and selector.matches(m.labels))
+    )
+
+
+def _names(policy: AccessPolicy, principal: Principal) -> bool:
+    for subject in policy.spec.subjects:
+        if subject.kind == "User" and subject.name == principal.user:
+            return True
+        if subject.kind == "Group" and subject.name in principal.groups:
+            return True
+        if (
+            subject.kind == "APIKey"
+            and principal.api_key == f"{policy.metadata.namespace}/{subject.name}"
+        ):
+            return True
+    return False
+
+
+def _grant(
+    principal: Principal, policies: Sequence[AccessPolicy], models: Sequence[ModelEntry]
+) -> frozenset[str]:
+    granted: set[str] = set()
+    for policy in policies:
+        if _names(policy, principal):
+            granted |= _policy_models(policy, models)
+    return frozenset(granted)
+
+
+def build(
+    resources: Iterable[Resource], pool: ProviderPool, generation: int
+) -> tuple[Snapshot, list[Provider]]:
+    """A snapshot of `resources`, and the providers it no longer uses (to retire)."""
+    b = _Builder(resources)
+    providers, left = pool.sync(b.provider_credentials())
+    models = b.models(providers)
+    keys = b.keys()
+    policies = tuple(p for p in b.by_kind["AccessPolicy"] if isinstance(p, AccessPolicy))
+    canonical = [m for key, m in models.items() if key == m.id]
+    policy_models = {id(p): _policy_models(p, canonical) for p in policies}
+    grants: dict[Principal, frozenset[str]] = {}
+    for entry in keys.values():
+        granted: set[str] = set()
+        for policy in policies:
+            if _names(policy, entry.principal):
+                granted |= policy_models[id(policy)]
+        grants[entry.principal] = frozenset(granted)
+    snapshot = Snapshot(
+        generation=generation,
+        models=models,
+        keys=keys,
+        grants=grants,
+        policies=policies,
+        problems=tuple(b.problems),
+        resource_counts={kind: len(items) for kind, items in b.by_kind.items()},
+    )
+    return snapshot, left
+
+
+def capability_route(entry: ModelEntry, op: Operation) -> Operation | None:
+    """The upstream operation that serves `op` on this model, or None."""
+    if op in entry.capabilities:
+        return op
+    if op is Operation.completions and Operation.chat in entry.capabilities:
+        return Operation.chat
+    return None

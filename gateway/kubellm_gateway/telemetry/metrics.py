@@ -1,0 +1,112 @@
+"""Prometheus metrics, named after the OpenTelemetry GenAI conventions where they exist.
+
+Labels stay bounded: model ids come from the configuration (a model a caller
+cannot use is recorded as "-"), providers are namespace/name, status is a class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+# 5 ms to 120 s: from a cached refusal to a long reasoning completion.
+LATENCY_BUCKETS = (
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120,
+)  # fmt: skip
+
+
+def status_class(status: int) -> str:
+    return f"{status // 100}xx"
+
+
+@dataclass(slots=True)
+class Call:
+    """What one request did: filled in along the pipeline, recorded once at the end."""
+
+    operation: str
+    request_id: str
+    stream: bool = False
+    model: str = "-"
+    provider: str = "-"
+    status: int = 0
+    attempts: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    ttft: float | None = None
+    cost: float = 0.0
+    disconnected: bool = False
+    started: float = 0.0  # loop time when the request arrived
+    finished: bool = False  # the last response message is being sent
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.requests = Counter(
+            "kubellm_requests", "Requests served, by outcome.",
+            ["operation", "model", "provider", "status_class", "status"], registry=r,
+        )  # fmt: skip
+        self.duration = Histogram(
+            "gen_ai_server_request_duration_seconds", "Time from request received to response end.",
+            ["operation", "model", "status_class"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.ttft = Histogram(
+            "gen_ai_server_time_to_first_token_seconds", "Time to the first streamed event.",
+            ["operation", "model"], buckets=LATENCY_BUCKETS, registry=r,
+        )  # fmt: skip
+        self.tokens = Counter(
+            "kubellm_tokens", "Tokens counted from upstream usage.",
+            ["operation", "model", "provider", "type"], registry=r,
+        )  # fmt: skip
+        self.cost = Counter(
+            "kubellm_cost_usd", "Cost in USD from each model's pricing.",
+            ["model", "provider"], registry=r,
+        )  # fmt: skip
+        self.upstream_errors = Counter(
+            "kubellm_upstream_errors", "Failed upstream attempts.",
+            ["provider", "reason"], registry=r,
+        )  # fmt: skip
+        self.fallbacks = Counter(
+            "kubellm_fallbacks", "Requests served by other than their first attempt.",
+            ["model"], registry=r,
+        )  # fmt: skip
+        self.disconnects = Counter(
+            "kubellm_stream_disconnects", "Clients that went away before the response ended.",
+            ["operation", "model"], registry=r,
+        )  # fmt: skip
+        self.inflight = Gauge("kubellm_inflight_requests", "Requests in progress.", registry=r)
+        self.generation = Gauge(
+            "kubellm_config_generation", "Snapshots applied since start.", registry=r
+        )
+        self.resources = Gauge(
+            "kubellm_config_resources", "Resources in the current snapshot.", ["kind"], registry=r
+        )
+        self.invalid = Gauge(
+            "kubellm_config_invalid_resources",
+            "Resources skipped as invalid.",
+            ["kind"],
+            registry=r,
+        )
+
+    def record(self, call: Call, seconds: float) -> None:
+        sc = status_class(call.status)
+        self.requests.labels(call.operation, call.model, call.provider, sc, str(call.status)).inc()
+        self.duration.labels(call.operation, call.model, sc).observe(seconds)
+        if call.ttft is not None:
+            self.ttft.labels(call.operation, call.model).observe(call.ttft)
+        if call.input_tokens:
+            self.tokens.labels(call.operation, call.model, call.provider, "input").inc(
+                call.input_tokens
+            )
+        if call.output_tokens:
+            self.tokens.labels(call.operation, call.model, call.provider, "output").inc(
+                call.output_tokens
+            )
+        if call.cost:
+            self.cost.labels(call.model, call.provider).inc(call.cost)
+        if call.attempts > 1 and call.status < 400:
+            self.fallbacks.labels(call.model).inc()
+        if call.disconnected:
+            self.disconnects.labels(call.operation, call.model).inc()
