@@ -1,0 +1,57 @@
+"""Shared fixtures: real processes on 127.0.0.1, never a patched client.
+
+`start_gateway` starts `kubellm-gateway` as a subprocess on free ports over a
+temporary manifests folder that tests may rewrite while it runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from tests.fakes.upstream import FakeUpstream
+from tests.support.gateway import GatewayProcess
+
+StartGateway = Callable[..., GatewayProcess]
+
+
+@pytest.fixture(scope="session")
+def fake_openai() -> Iterator[FakeUpstream]:
+    with FakeUpstream("openai") as fake:
+        yield fake
+
+
+@pytest.fixture(scope="session")
+def fake_azure() -> Iterator[FakeUpstream]:
+    with FakeUpstream("azure") as fake:
+        yield fake
+
+
+def _starter(factory: pytest.TempPathFactory) -> tuple[StartGateway, list[GatewayProcess]]:
+    started: list[GatewayProcess] = []
+
+    def start(manifests: str = "", **kwargs: Any) -> GatewayProcess:
+        process = GatewayProcess(factory.mktemp("gateway"), manifests, **kwargs)
+        started.append(process)
+        return process
+
+    return start, started
+
+
+@pytest.fixture
+def start_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartGateway]:
+    start, started = _starter(tmp_path_factory)
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture(scope="module")
+def start_module_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StartGateway]:
+    """Like start_gateway, shared by a module's tests (a process start costs ~1 s)."""
+    start, started = _starter(tmp_path_factory)
+    yield start
+    for process in started:
+        process.stop()
