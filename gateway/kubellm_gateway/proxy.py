@@ -96,18 +96,27 @@ def exhausted(failure: UpstreamFailure | None, call: Call) -> APIError:
         if failure.retry_after is not None:
             headers["retry-after"] = str(math.ceil(failure.retry_after))
         return APIError(
-            429, f"Upstream rate limit: {failure.message}", type="rate_limit_error",
-            code="rate_limit_exceeded", headers=headers,
-        )  # fmt: skip
+            429,
+            f"Upstream rate limit: {failure.message}",
+            type="rate_limit_error",
+            code="rate_limit_exceeded",
+            headers=headers,
+        )
     if failure.reason is FailureReason.timeout:
         return APIError(
-            504, "The upstream did not answer in time.", type="server_error",
-            code="upstream_timeout", headers=headers,
-        )  # fmt: skip
+            504,
+            "The upstream did not answer in time.",
+            type="server_error",
+            code="upstream_timeout",
+            headers=headers,
+        )
     return APIError(
-        502, f"Upstream error: {failure.message}", type="server_error",
-        code="upstream_error", headers=headers,
-    )  # fmt: skip
+        502,
+        f"Upstream error: {failure.message}",
+        type="server_error",
+        code="upstream_error",
+        headers=headers,
+    )
 
 
 def _failure(exc: BaseException) -> UpstreamFailure:
@@ -199,8 +208,12 @@ class Proxy:
                 self.metrics.upstream_errors.labels(provider.name, last.metric_reason).inc()
                 log.warning(
                     "attempt %d of request %s on %s (%s) failed: %s",
-                    call.attempts, call.request_id, provider.name, route.model, last.message,
-                )  # fmt: skip
+                    call.attempts,
+                    call.request_id,
+                    provider.name,
+                    route.model,
+                    last.message,
+                )
                 if not last.retryable:
                     raise client_error(last) from None
             except BaseException:
@@ -223,9 +236,11 @@ class Proxy:
             parsed = orjson.loads(data)
         except orjson.JSONDecodeError:
             raise APIError(
-                502, "The upstream answered with invalid JSON.", type="server_error",
+                502,
+                "The upstream answered with invalid JSON.",
+                type="server_error",
                 code="upstream_error",
-            ) from None  # fmt: skip
+            ) from None
         if isinstance(parsed, dict):
             self._account(call, entry, parsed.get("usage"))
             if convert:

@@ -38,9 +38,12 @@ class Runtime:
             self.metrics.invalid.labels(kind).set(invalid.get(kind, 0))
         log.info(
             "configuration generation %d: %d model ids, %d API keys, %d policies, %d problems",
-            generation, len(snapshot.models), len(snapshot.keys), len(snapshot.policies),
+            generation,
+            len(snapshot.models),
+            len(snapshot.keys),
+            len(snapshot.policies),
             len(snapshot.problems),
-        )  # fmt: skip
+        )
 
     async def aclose(self) -> None:
         await self.pool.aclose()

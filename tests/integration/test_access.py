@@ -33,14 +33,18 @@ def gateway(start_module_gateway: StartGateway) -> GatewayProcess:
             api_key("disabled", KEYS["disabled"], groups=["team-a"], disabled=True),
             api_key("nobody", KEYS["nobody"]),
             # By label selector, for a group.
-            policy("standard", [("Group", "team-a")], modelSelector={"matchLabels": {"tier": "standard"}}),
+            policy(
+                "standard",
+                [("Group", "team-a")],
+                modelSelector={"matchLabels": {"tier": "standard"}},
+            ),
             # By glob, for a user.
             policy("bob", [("User", "bob")], models=["premium", "std/t*"]),
             # For one key by name.
             policy("ci", [("APIKey", "ci")], models=["internal/*"]),
         ),
         extra_args=("--max-body-bytes", "2048"),
-    )  # fmt: skip
+    )
 
 
 def client(gateway: GatewayProcess, key: str) -> openai.OpenAI:
@@ -123,10 +127,14 @@ def test_openai_sdk_sees_authentication_error(gateway: GatewayProcess) -> None:
 
 def post(gateway: GatewayProcess, body: bytes, **headers: str) -> tuple[int, dict[str, object]]:
     response = gateway.http.post(
-        "/v1/chat/completions", content=body,
-        headers={"authorization": f"Bearer {KEYS['alice']}", "content-type": "application/json",
-                 **headers},
-    )  # fmt: skip
+        "/v1/chat/completions",
+        content=body,
+        headers={
+            "authorization": f"Bearer {KEYS['alice']}",
+            "content-type": "application/json",
+            **headers,
+        },
+    )
     error = response.json()["error"]
     assert set(error) == {"message", "type", "param", "code"}
     return response.status_code, error
@@ -143,12 +151,23 @@ def post(gateway: GatewayProcess, body: bytes, **headers: str) -> tuple[int, dic
         (b'{"model": "std/one"}', "messages"),
         (b'{"model": "std/one", "messages": []}', "messages"),
         (b'{"model": "std/one", "messages": "hi"}', "messages"),
-        (b'{"model": "std/one", "messages": [{"role": "user", "content": "x"}], "stream": "yes"}',
-         "stream"),
+        (
+            b'{"model": "std/one", "messages": [{"role": "user", "content": "x"}], "stream": 1}',
+            "stream",
+        ),
     ],
-    ids=["malformed", "empty", "array", "no-model", "model-type", "no-messages", "empty-messages",
-         "messages-type", "stream-type"],
-)  # fmt: skip
+    ids=[
+        "malformed",
+        "empty",
+        "array",
+        "no-model",
+        "model-type",
+        "no-messages",
+        "empty-messages",
+        "messages-type",
+        "stream-type",
+    ],
+)
 def test_bad_bodies_get_400_naming_the_field(
     gateway: GatewayProcess, body: bytes, param: str | None
 ) -> None:

@@ -20,15 +20,23 @@ def gateway(start_module_gateway: StartGateway, fake_azure: FakeUpstream) -> Gat
     return start_module_gateway(
         dump(
             secret("azure-key", apiKey=UPSTREAM_KEY),
-            provider("azure", "AzureOpenAI", baseURL=fake_azure.url,
-                     apiKeySecretRef={"name": "azure-key", "key": "apiKey"},
-                     azure={"apiVersion": "2024-10-21"}),
-            model("gpt", [backend("azure", "gpt-4o-prod")], model="gpt-4o",
-                  capabilities=["chat", "embeddings"]),
+            provider(
+                "azure",
+                "AzureOpenAI",
+                baseURL=fake_azure.url,
+                apiKeySecretRef={"name": "azure-key", "key": "apiKey"},
+                azure={"apiVersion": "2024-10-21"},
+            ),
+            model(
+                "gpt",
+                [backend("azure", "gpt-4o-prod")],
+                model="gpt-4o",
+                capabilities=["chat", "embeddings"],
+            ),
             api_key("tester", KEY, groups=["testers"]),
             policy("all", [("Group", "testers")], models=["*"]),
         )
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture
@@ -37,9 +45,13 @@ def upstream(fake_azure: FakeUpstream) -> FakeUpstream:
     return fake_azure
 
 
-def test_chat_goes_to_the_deployment_with_api_key(gateway: GatewayProcess, upstream: FakeUpstream) -> None:
+def test_chat_goes_to_the_deployment_with_api_key(
+    gateway: GatewayProcess, upstream: FakeUpstream
+) -> None:
     client = openai.OpenAI(base_url=gateway.base_url, api_key=KEY, max_retries=0)
-    reply = client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "hi"}])
+    reply = client.chat.completions.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "hi"}]
+    )
     assert reply.choices[0].message.content == "Hello from gpt-4o-prod: hi"
     sent = upstream.wait_for(lambda r: r.method == "POST")
     assert sent.path == "/openai/deployments/gpt-4o-prod/chat/completions"
@@ -52,9 +64,11 @@ def test_stream_has_no_choiceless_chunks_and_keeps_filter_results(
     gateway: GatewayProcess, upstream: FakeUpstream
 ) -> None:
     with gateway.http.stream(
-        "POST", "/v1/chat/completions", headers={"authorization": f"Bearer {KEY}"},
+        "POST",
+        "/v1/chat/completions",
+        headers={"authorization": f"Bearer {KEY}"},
         json={"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "a b"}]},
-    ) as response:  # fmt: skip
+    ) as response:
         raw = response.read()
     events = [e.removeprefix(b"data: ") for e in raw.strip().split(b"\n\n")]
     assert events[-1] == b"[DONE]"
@@ -77,10 +91,12 @@ def test_usage_chunk_survives_when_asked(gateway: GatewayProcess) -> None:
     client = openai.OpenAI(base_url=gateway.base_url, api_key=KEY, max_retries=0)
     chunks = list(
         client.chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "a b"}], stream=True,
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "a b"}],
+            stream=True,
             stream_options={"include_usage": True},
         )
-    )  # fmt: skip
+    )
     assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens == 2
 
 

@@ -28,14 +28,19 @@ def gateway(
     return start_module_gateway(
         dump(
             openai_provider("openai", fake_openai.url, UPSTREAM_KEY),
-            model("gpt", [backend("openai", "gpt-4o-mini")], model="gpt-4o", aliases=["gpt-latest"],
-                  capabilities=["chat", "completions", "embeddings"]),
+            model(
+                "gpt",
+                [backend("openai", "gpt-4o-mini")],
+                model="gpt-4o",
+                aliases=["gpt-latest"],
+                capabilities=["chat", "completions", "embeddings"],
+            ),
             model("chat-only", [backend("openai", "gpt-4o-mini")], model="org/chat-only:v1"),
             model("tools", [backend("openai", "tools")]),
             api_key("tester", key, groups=["testers"]),
             policy("testers", [("Group", "testers")], models=["*"]),
         )
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture
@@ -69,12 +74,19 @@ def test_chat_non_stream(client: openai.OpenAI, upstream: FakeUpstream) -> None:
 def test_unknown_fields_pass_through_untouched(
     client: openai.OpenAI, upstream: FakeUpstream
 ) -> None:
-    extra = {"reasoning_effort": "low", "verbosity": "low", "metadata": {"team": "a"},
-             "some_future_field": {"nested": [1, 2, 3]}}  # fmt: skip
+    extra = {
+        "reasoning_effort": "low",
+        "verbosity": "low",
+        "metadata": {"team": "a"},
+        "some_future_field": {"nested": [1, 2, 3]},
+    }
     client.chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "x"}], extra_body=extra,
-        temperature=0.25, max_completion_tokens=7,
-    )  # fmt: skip
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "x"}],
+        extra_body=extra,
+        temperature=0.25,
+        max_completion_tokens=7,
+    )
     body = last_request(upstream).body
     for field, value in {**extra, "temperature": 0.25, "max_completion_tokens": 7}.items():
         assert body[field] == value
@@ -106,19 +118,23 @@ def test_stream_relays_every_chunk_and_hides_usage_not_asked_for(
 def test_stream_usage_when_asked(client: openai.OpenAI, upstream: FakeUpstream) -> None:
     chunks = list(
         client.chat.completions.create(
-            model="gpt-4o", messages=[{"role": "user", "content": "a b"}], stream=True,
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "a b"}],
+            stream=True,
             stream_options={"include_usage": True},
         )
-    )  # fmt: skip
+    )
     assert chunks[-1].choices == []
     assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens == 2
 
 
 def test_stream_headers(gateway: GatewayProcess, key: str) -> None:
     with gateway.http.stream(
-        "POST", "/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
+        "POST",
+        "/v1/chat/completions",
+        headers={"authorization": f"Bearer {key}"},
         json={"model": "gpt-4o", "stream": True, "messages": [{"role": "user", "content": "x"}]},
-    ) as response:  # fmt: skip
+    ) as response:
         body = response.read()
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("text/event-stream")
@@ -137,8 +153,9 @@ def test_tool_call_deltas_pass_through_intact(client: openai.OpenAI) -> None:
     assert calls is not None and len(calls) == 2
     assert final.choices[0].finish_reason == "tool_calls"
     for call in calls:
-        assert call.id and call.function.name  # type: ignore[union-attr]
-        assert call.function.arguments.startswith("{")  # type: ignore[union-attr]
+        assert call.type == "function"
+        assert call.id and call.function.name
+        assert call.function.arguments.startswith("{")
 
 
 async def test_async_client_stream(gateway: GatewayProcess, key: str) -> None:
@@ -183,10 +200,12 @@ def test_completions_on_chat_only_model_are_converted(
 def test_completions_stream_on_chat_only_model(client: openai.OpenAI) -> None:
     chunks = list(
         client.completions.create(
-            model="org/chat-only:v1", prompt="a b", stream=True,
+            model="org/chat-only:v1",
+            prompt="a b",
+            stream=True,
             stream_options={"include_usage": True},
         )
-    )  # fmt: skip
+    )
     assert "".join(c.choices[0].text for c in chunks if c.choices) == "Hello from gpt-4o-mini: a b"
     assert all(c.object == "text_completion" for c in chunks)
     assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens > 0
@@ -208,8 +227,9 @@ def test_models_list_and_get(client: openai.OpenAI) -> None:
 
 
 def test_request_id_is_echoed_or_made(gateway: GatewayProcess, key: str) -> None:
-    given = gateway.http.get("/v1/models", headers={"authorization": f"Bearer {key}",
-                                                    "x-request-id": "trace-me-123"})  # fmt: skip
+    given = gateway.http.get(
+        "/v1/models", headers={"authorization": f"Bearer {key}", "x-request-id": "trace-me-123"}
+    )
     assert given.headers["x-request-id"] == "trace-me-123"
     made = gateway.http.get("/healthz")
     assert len(made.headers["x-request-id"]) >= 16

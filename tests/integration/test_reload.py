@@ -31,16 +31,17 @@ def gateway(start_gateway: StartGateway) -> GatewayProcess:
 
 def ask(gw: GatewayProcess, model_id: str, key: str = KEY) -> httpx2.Response:
     return gw.http.post(
-        "/v1/chat/completions", headers={"authorization": f"Bearer {key}"},
+        "/v1/chat/completions",
+        headers={"authorization": f"Bearer {key}"},
         json={"model": model_id, "messages": [{"role": "user", "content": "x"}]},
-    )  # fmt: skip
+    )
 
 
 def served_by(gw: GatewayProcess, model_id: str) -> str:
     response = ask(gw, model_id)
     assert response.status_code == 200, response.text
     content: str = response.json()["choices"][0]["message"]["content"]
-    return content.split(":")[0].removeprefix("Mock reply from ")
+    return content.split(":", maxsplit=1)[0].removeprefix("Mock reply from ")
 
 
 class Traffic:
@@ -56,9 +57,10 @@ class Traffic:
         with httpx2.Client(base_url=self.gw.url, timeout=10) as http:
             while not self._stop.is_set() and len(self.statuses) < 5000:
                 response = http.post(
-                    "/v1/chat/completions", headers={"authorization": f"Bearer {KEY}"},
+                    "/v1/chat/completions",
+                    headers={"authorization": f"Bearer {KEY}"},
                     json={"model": self.model_id, "messages": [{"role": "user", "content": "x"}]},
-                )  # fmt: skip
+                )
                 self.statuses.append(response.status_code)
 
     def __enter__(self) -> Traffic:
@@ -78,7 +80,9 @@ def traffic(gateway: GatewayProcess) -> Iterator[Traffic]:
     assert set(t.statuses) == {200}, "requests to an unchanged model failed during reload"
 
 
-def test_add_edit_delete_take_effect_within_a_second(gateway: GatewayProcess, traffic: Traffic) -> None:
+def test_add_edit_delete_take_effect_within_a_second(
+    gateway: GatewayProcess, traffic: Traffic
+) -> None:
     assert ask(gateway, "b").status_code == 404
     assert gateway.apply("b.yaml", dump(model("b", [backend("mock", "b-v1")]))) < PROPAGATION_LIMIT
     assert served_by(gateway, "b") == "b-v1"
@@ -99,13 +103,17 @@ def test_keys_and_policies_follow_the_folder(gateway: GatewayProcess, traffic: T
     assert ask(gateway, "a", other).status_code == 401
 
 
-def test_unparsable_file_keeps_its_last_good_version(gateway: GatewayProcess, traffic: Traffic) -> None:
+def test_unparsable_file_keeps_its_last_good_version(
+    gateway: GatewayProcess, traffic: Traffic
+) -> None:
     gateway.apply("a.yaml", "kind: LLMModel\n  this: [is not yaml")
     assert served_by(gateway, "a") == "a-v1"
     assert "a.yaml cannot be read (keeping its last good version)" in gateway.log()
 
 
-def test_invalid_resource_keeps_its_last_valid_version(gateway: GatewayProcess, traffic: Traffic) -> None:
+def test_invalid_resource_keeps_its_last_valid_version(
+    gateway: GatewayProcess, traffic: Traffic
+) -> None:
     gateway.apply("a.yaml", dump(model("a", [backend("mock", "a-v2", weight=0)])))
     assert served_by(gateway, "a") == "a-v1"
     log = gateway.log()
@@ -120,7 +128,10 @@ def test_invalid_document_is_skipped_and_the_rest_loads(gateway: GatewayProcess)
     )
     assert served_by(gateway, "d") == "d-v1"
     assert ask(gateway, "c").status_code == 404
-    assert "mixed.yaml document 1: LLMModel default/c: spec.bogus: Extra inputs are not permitted" in gateway.log()
+    assert (
+        "mixed.yaml document 1: LLMModel default/c: spec.bogus: Extra inputs are not permitted"
+        in gateway.log()
+    )
     metrics = gateway.metrics()
     assert 'kubellm_config_invalid_resources{kind="LLMModel"} 1.0' in metrics
 

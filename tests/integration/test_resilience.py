@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx2
 import openai
+import orjson
 import pytest
 
 from tests.conftest import StartGateway
@@ -29,30 +30,51 @@ def gateway(start_module_gateway: StartGateway, fake_openai: FakeUpstream) -> Ga
         dump(
             openai_provider("once", url, UPSTREAM_KEY, retry={"attempts": 0}),
             openai_provider("retrying", url, UPSTREAM_KEY, retry=FAST_RETRY),
-            openai_provider("impatient", url, UPSTREAM_KEY, retry={"attempts": 0},
-                            timeouts={"firstByte": "500ms", "idle": "300ms"}),
-            openai_provider("nowhere", f"http://127.0.0.1:{free_port()}/v1", UPSTREAM_KEY,
-                            retry={"attempts": 0}, timeouts={"connect": "1s"}),
-            model("fallback", [backend("once", "fail-500", priority=0),
-                               backend("once", "gpt-4o-mini", priority=1)]),
+            openai_provider(
+                "impatient",
+                url,
+                UPSTREAM_KEY,
+                retry={"attempts": 0},
+                timeouts={"firstByte": "500ms", "idle": "300ms"},
+            ),
+            openai_provider(
+                "nowhere",
+                f"http://127.0.0.1:{free_port()}/v1",
+                UPSTREAM_KEY,
+                retry={"attempts": 0},
+                timeouts={"connect": "1s"},
+            ),
+            model(
+                "fallback",
+                [
+                    backend("once", "fail-500", priority=0),
+                    backend("once", "gpt-4o-mini", priority=1),
+                ],
+            ),
             model("retried", [backend("retrying", "gpt-4o-mini")]),
             model("broken", [backend("retrying", "fail-500")]),
             model("limited", [backend("once", "fail-429")]),
-            model("rejects", [backend("retrying", "fail-400"), backend("retrying", "gpt-4o-mini",
-                                                                        priority=1)]),
+            model(
+                "rejects",
+                [backend("retrying", "fail-400"), backend("retrying", "gpt-4o-mini", priority=1)],
+            ),
             model("hangs", [backend("impatient", "hang")]),
-            model("hangs-then-ok", [backend("impatient", "hang"),
-                                    backend("once", "gpt-4o-mini", priority=1)]),
+            model(
+                "hangs-then-ok",
+                [backend("impatient", "hang"), backend("once", "gpt-4o-mini", priority=1)],
+            ),
             model("slow", [backend("once", "slow-first-byte")]),
             model("drops", [backend("once", "drop-mid-stream")]),
             model("dawdles", [backend("impatient", "gpt-4o-mini")]),
-            model("unreachable", [backend("nowhere", "gpt-4o-mini"),
-                                  backend("once", "gpt-4o-mini", priority=1)]),
+            model(
+                "unreachable",
+                [backend("nowhere", "gpt-4o-mini"), backend("once", "gpt-4o-mini", priority=1)],
+            ),
             model("weighted", [backend("once", "heavy", weight=3), backend("once", "light")]),
             api_key("tester", KEY, groups=["testers"]),
             policy("all", [("Group", "testers")], models=["*"]),
         )
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture
@@ -102,9 +124,10 @@ def test_exhausted_retries_give_502_that_sdks_do_not_retry(
     gateway: GatewayProcess, upstream: FakeUpstream
 ) -> None:
     response = gateway.http.post(
-        "/v1/chat/completions", headers={"authorization": f"Bearer {KEY}"},
+        "/v1/chat/completions",
+        headers={"authorization": f"Bearer {KEY}"},
         json={"model": "broken", "messages": [{"role": "user", "content": "x"}]},
-    )  # fmt: skip
+    )
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "upstream_error"
     assert response.headers["x-should-retry"] == "false"
@@ -182,10 +205,16 @@ def test_idle_gap_mid_stream_ends_with_a_timeout_event(
     gateway: GatewayProcess, upstream: FakeUpstream
 ) -> None:
     with gateway.http.stream(
-        "POST", "/v1/chat/completions", headers={"authorization": f"Bearer {KEY}"},
-        json={"model": "dawdles", "stream": True, "messages": [{"role": "user", "content": "x"}],
-              "fake": {"chunks": 5, "delay": 1.0}},
-    ) as response:  # fmt: skip
+        "POST",
+        "/v1/chat/completions",
+        headers={"authorization": f"Bearer {KEY}"},
+        json={
+            "model": "dawdles",
+            "stream": True,
+            "messages": [{"role": "user", "content": "x"}],
+            "fake": {"chunks": 5, "delay": 1.0},
+        },
+    ) as response:
         body = response.read()
     assert response.status_code == 200
     last = body.strip().split(b"\n\n")[-1]
@@ -196,11 +225,20 @@ def test_idle_gap_mid_stream_ends_with_a_timeout_event(
 def test_client_disconnect_mid_stream_cancels_the_upstream(
     gateway: GatewayProcess, upstream: FakeUpstream
 ) -> None:
-    with httpx2.Client(base_url=gateway.url, timeout=10) as http, http.stream(
-        "POST", "/v1/chat/completions", headers={"authorization": f"Bearer {KEY}"},
-        json={"model": "retried", "stream": True, "messages": [{"role": "user", "content": "x"}],
-              "fake": {"chunks": 50, "delay": 0.1}},
-    ) as response:  # fmt: skip
+    with (
+        httpx2.Client(base_url=gateway.url, timeout=10) as http,
+        http.stream(
+            "POST",
+            "/v1/chat/completions",
+            headers={"authorization": f"Bearer {KEY}"},
+            json={
+                "model": "retried",
+                "stream": True,
+                "messages": [{"role": "user", "content": "x"}],
+                "fake": {"chunks": 50, "delay": 0.1},
+            },
+        ) as response,
+    ):
         next(response.iter_raw())
     started = time.monotonic()
     upstream.wait_for(lambda r: r.disconnected, timeout=5)
@@ -216,12 +254,22 @@ def test_client_disconnect_while_waiting_cancels_the_upstream(
     gateway: GatewayProcess, upstream: FakeUpstream
 ) -> None:
     with socket.create_connection(("127.0.0.1", gateway.port)) as s:
-        body = b'{"model": "retried", "messages": [{"role": "user", "content": "x"}], "fake": {"first_byte_delay": 5}}'
+        body = orjson.dumps(
+            {
+                "model": "retried",
+                "messages": [{"role": "user", "content": "x"}],
+                "fake": {"first_byte_delay": 5},
+            }
+        )
         s.sendall(
             b"POST /v1/chat/completions HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-            b"authorization: Bearer " + KEY.encode() + b"\r\ncontent-length: "
-            + str(len(body)).encode() + b"\r\n\r\n" + body
-        )  # fmt: skip
+            b"authorization: Bearer "
+            + KEY.encode()
+            + b"\r\ncontent-length: "
+            + str(len(body)).encode()
+            + b"\r\n\r\n"
+            + body
+        )
         upstream.wait_for(lambda r: r.method == "POST")
     upstream.wait_for(lambda r: r.disconnected, timeout=2)
 

@@ -48,15 +48,23 @@ class GatewayProcess:
         self._log = self.log_path.open("wb")
         self.process = subprocess.Popen(
             [
-                sys.executable, "-m", "kubellm_gateway.cli",
-                "--manifests", str(self.folder), "--port", str(self.port),
-                "--metrics-port", str(self.metrics_port), "--reload-interval", "0.1",
+                sys.executable,
+                "-m",
+                "kubellm_gateway.cli",
+                "--manifests",
+                str(self.folder),
+                "--port",
+                str(self.port),
+                "--metrics-port",
+                str(self.metrics_port),
+                "--reload-interval",
+                "0.1",
                 *extra_args,
             ],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             env={**os.environ, **(env or {})},
-        )  # fmt: skip
+        )
         self.http = httpx2.Client(base_url=self.url, timeout=10)
         self.wait_ready()
 

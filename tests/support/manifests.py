@@ -28,8 +28,12 @@ def secret(name: str, **values: str) -> dict[str, Any]:
 
 
 def provider(name: str, type: str = "OpenAI", **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": KUBELLM, "kind": "LLMProvider", "metadata": _meta(name),
-            "spec": {"type": type, **spec}}  # fmt: skip
+    return {
+        "apiVersion": KUBELLM,
+        "kind": "LLMProvider",
+        "metadata": _meta(name),
+        "spec": {"type": type, **spec},
+    }
 
 
 def openai_provider(name: str, base_url: str, key: str, **spec: Any) -> list[dict[str, Any]]:
@@ -47,8 +51,12 @@ def model(
     labels: dict[str, str] | None = None,
     **spec: Any,
 ) -> dict[str, Any]:
-    return {"apiVersion": KUBELLM, "kind": "LLMModel", "metadata": _meta(name, labels),
-            "spec": {"backends": backends, **spec}}  # fmt: skip
+    return {
+        "apiVersion": KUBELLM,
+        "kind": "LLMModel",
+        "metadata": _meta(name, labels),
+        "spec": {"backends": backends, **spec},
+    }
 
 
 def backend(provider: str, model: str, **extra: Any) -> dict[str, Any]:
@@ -59,11 +67,19 @@ def api_key(name: str, key: str, **spec: Any) -> list[dict[str, Any]]:
     """An APIKey and the Secret holding its key (file mode)."""
     return [
         secret(f"{name}-key", apiKey=key),
-        {"apiVersion": KUBELLM, "kind": "APIKey", "metadata": _meta(name),
-         "spec": {"secretName": f"{name}-key", **spec}},
-    ]  # fmt: skip
+        {
+            "apiVersion": KUBELLM,
+            "kind": "APIKey",
+            "metadata": _meta(name),
+            "spec": {"secretName": f"{name}-key", **spec},
+        },
+    ]
 
 
 def policy(name: str, subjects: list[tuple[str, str]], **spec: Any) -> dict[str, Any]:
-    return {"apiVersion": KUBELLM, "kind": "AccessPolicy", "metadata": _meta(name),
-            "spec": {"subjects": [{"kind": k, "name": n} for k, n in subjects], **spec}}  # fmt: skip
+    return {
+        "apiVersion": KUBELLM,
+        "kind": "AccessPolicy",
+        "metadata": _meta(name),
+        "spec": {"subjects": [{"kind": k, "name": n} for k, n in subjects], **spec},
+    }

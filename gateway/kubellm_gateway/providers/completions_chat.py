@@ -8,9 +8,21 @@ from ..errors import bad_request
 
 # Fields that mean the same in both APIs and pass through as they are.
 _SHARED = (
-    "max_tokens", "temperature", "top_p", "n", "stop", "stream", "stream_options", "user",
-    "seed", "presence_penalty", "frequency_penalty", "logit_bias", "metadata", "service_tier",
-)  # fmt: skip
+    "max_tokens",
+    "temperature",
+    "top_p",
+    "n",
+    "stop",
+    "stream",
+    "stream_options",
+    "user",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "logit_bias",
+    "metadata",
+    "service_tier",
+)
 
 
 def chat_request(body: dict[str, Any]) -> dict[str, Any]:

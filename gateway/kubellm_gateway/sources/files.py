@@ -93,8 +93,12 @@ class FileSource:
                     continue
                 key = resource_key(resource)
                 if key in found:
-                    log.error("%s document %d: %s %s/%s is defined twice; the first wins",
-                              path, index + 1, *key)  # fmt: skip
+                    log.error(
+                        "%s document %d: %s %s/%s is defined twice; the first wins",
+                        path,
+                        index + 1,
+                        *key,
+                    )
                     continue
                 found[key] = resource
         self._good = found

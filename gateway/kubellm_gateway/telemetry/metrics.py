@@ -12,8 +12,22 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 # 5 ms to 120 s: from a cached refusal to a long reasoning completion.
 LATENCY_BUCKETS = (
-    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120,
-)  # fmt: skip
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    20,
+    30,
+    60,
+    120,
+)
 
 
 def status_class(status: int) -> str:
@@ -45,37 +59,55 @@ class Metrics:
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.requests = Counter(
-            "kubellm_requests", "Requests served, by outcome.",
-            ["operation", "model", "provider", "status_class", "status"], registry=r,
-        )  # fmt: skip
+            "kubellm_requests",
+            "Requests served, by outcome.",
+            ["operation", "model", "provider", "status_class", "status"],
+            registry=r,
+        )
         self.duration = Histogram(
-            "gen_ai_server_request_duration_seconds", "Time from request received to response end.",
-            ["operation", "model", "status_class"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "gen_ai_server_request_duration_seconds",
+            "Time from request received to response end.",
+            ["operation", "model", "status_class"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.ttft = Histogram(
-            "gen_ai_server_time_to_first_token_seconds", "Time to the first streamed event.",
-            ["operation", "model"], buckets=LATENCY_BUCKETS, registry=r,
-        )  # fmt: skip
+            "gen_ai_server_time_to_first_token_seconds",
+            "Time to the first streamed event.",
+            ["operation", "model"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
         self.tokens = Counter(
-            "kubellm_tokens", "Tokens counted from upstream usage.",
-            ["operation", "model", "provider", "type"], registry=r,
-        )  # fmt: skip
+            "kubellm_tokens",
+            "Tokens counted from upstream usage.",
+            ["operation", "model", "provider", "type"],
+            registry=r,
+        )
         self.cost = Counter(
-            "kubellm_cost_usd", "Cost in USD from each model's pricing.",
-            ["model", "provider"], registry=r,
-        )  # fmt: skip
+            "kubellm_cost_usd",
+            "Cost in USD from each model's pricing.",
+            ["model", "provider"],
+            registry=r,
+        )
         self.upstream_errors = Counter(
-            "kubellm_upstream_errors", "Failed upstream attempts.",
-            ["provider", "reason"], registry=r,
-        )  # fmt: skip
+            "kubellm_upstream_errors",
+            "Failed upstream attempts.",
+            ["provider", "reason"],
+            registry=r,
+        )
         self.fallbacks = Counter(
-            "kubellm_fallbacks", "Requests served by other than their first attempt.",
-            ["model"], registry=r,
-        )  # fmt: skip
+            "kubellm_fallbacks",
+            "Requests served by other than their first attempt.",
+            ["model"],
+            registry=r,
+        )
         self.disconnects = Counter(
-            "kubellm_stream_disconnects", "Clients that went away before the response ended.",
-            ["operation", "model"], registry=r,
-        )  # fmt: skip
+            "kubellm_stream_disconnects",
+            "Clients that went away before the response ended.",
+            ["operation", "model"],
+            registry=r,
+        )
         self.inflight = Gauge("kubellm_inflight_requests", "Requests in progress.", registry=r)
         self.generation = Gauge(
             "kubellm_config_generation", "Snapshots applied since start.", registry=r
