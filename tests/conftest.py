@@ -12,20 +12,20 @@ from typing import Any
 import pytest
 
 from tests.fakes.upstream import FakeUpstream
-from tests.support.gateway import GatewayProcess
+from tests.support.gateway import GatewayProcess, new_key
 
 StartGateway = Callable[..., GatewayProcess]
 
 
 @pytest.fixture(scope="session")
 def fake_openai() -> Iterator[FakeUpstream]:
-    with FakeUpstream("openai") as fake:
+    with FakeUpstream("openai", api_key=new_key()) as fake:
         yield fake
 
 
 @pytest.fixture(scope="session")
 def fake_azure() -> Iterator[FakeUpstream]:
-    with FakeUpstream("azure") as fake:
+    with FakeUpstream("azure", api_key=new_key()) as fake:
         yield fake
 
 

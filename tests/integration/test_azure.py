@@ -12,14 +12,13 @@ from tests.support.gateway import GatewayProcess, new_key
 from tests.support.manifests import api_key, backend, dump, model, policy, provider, secret
 
 KEY = new_key()
-UPSTREAM_KEY = "upstream-secret-key"
 
 
 @pytest.fixture(scope="module")
 def gateway(start_module_gateway: StartGateway, fake_azure: FakeUpstream) -> GatewayProcess:
     return start_module_gateway(
         dump(
-            secret("azure-key", apiKey=UPSTREAM_KEY),
+            secret("azure-key", apiKey=fake_azure.api_key),
             provider(
                 "azure",
                 "AzureOpenAI",
@@ -56,7 +55,7 @@ def test_chat_goes_to_the_deployment_with_api_key(
     sent = upstream.wait_for(lambda r: r.method == "POST")
     assert sent.path == "/openai/deployments/gpt-4o-prod/chat/completions"
     assert sent.query == {"api-version": "2024-10-21"}
-    assert sent.headers["api-key"] == UPSTREAM_KEY
+    assert sent.headers["api-key"] == upstream.api_key
     assert "authorization" not in sent.headers
 
 

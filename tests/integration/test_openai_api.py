@@ -13,8 +13,6 @@ from tests.fakes.upstream import FakeUpstream
 from tests.support.gateway import GatewayProcess, new_key
 from tests.support.manifests import api_key, backend, dump, model, openai_provider, policy
 
-UPSTREAM_KEY = "upstream-secret-key"
-
 
 @pytest.fixture(scope="module")
 def key() -> str:
@@ -27,7 +25,7 @@ def gateway(
 ) -> GatewayProcess:
     return start_module_gateway(
         dump(
-            openai_provider("openai", fake_openai.url, UPSTREAM_KEY),
+            openai_provider("openai", fake_openai.url, fake_openai.api_key),
             model(
                 "gpt",
                 [backend("openai", "gpt-4o-mini")],
@@ -68,7 +66,7 @@ def test_chat_non_stream(client: openai.OpenAI, upstream: FakeUpstream) -> None:
     sent = last_request(upstream)
     assert sent.path == "/v1/chat/completions"
     assert sent.body["model"] == "gpt-4o-mini"  # the backend's model, not the client's
-    assert sent.headers["authorization"] == f"Bearer {UPSTREAM_KEY}"
+    assert sent.headers["authorization"] == f"Bearer {upstream.api_key}"
 
 
 def test_unknown_fields_pass_through_untouched(

@@ -19,7 +19,6 @@ from tests.support.gateway import GatewayProcess, free_port, new_key
 from tests.support.manifests import api_key, backend, dump, model, openai_provider, policy
 
 KEY = new_key()
-UPSTREAM_KEY = "upstream-secret-key"
 FAST_RETRY = {"attempts": 2, "initialBackoff": "10ms", "maxBackoff": "2s"}
 
 
@@ -28,19 +27,19 @@ def gateway(start_module_gateway: StartGateway, fake_openai: FakeUpstream) -> Ga
     url = fake_openai.url
     return start_module_gateway(
         dump(
-            openai_provider("once", url, UPSTREAM_KEY, retry={"attempts": 0}),
-            openai_provider("retrying", url, UPSTREAM_KEY, retry=FAST_RETRY),
+            openai_provider("once", url, fake_openai.api_key, retry={"attempts": 0}),
+            openai_provider("retrying", url, fake_openai.api_key, retry=FAST_RETRY),
             openai_provider(
                 "impatient",
                 url,
-                UPSTREAM_KEY,
+                fake_openai.api_key,
                 retry={"attempts": 0},
                 timeouts={"firstByte": "500ms", "idle": "300ms"},
             ),
             openai_provider(
                 "nowhere",
                 f"http://127.0.0.1:{free_port()}/v1",
-                UPSTREAM_KEY,
+                fake_openai.api_key,
                 retry={"attempts": 0},
                 timeouts={"connect": "1s"},
             ),

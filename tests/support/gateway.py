@@ -22,9 +22,19 @@ def free_port() -> int:
         return port
 
 
+# Every secret a test hands a gateway; no gateway log may ever contain one.
+SECRETS: set[str] = set()
+
+
 def new_key() -> str:
     """A fresh API key: test keys are made at run time, never committed."""
-    return "sk-kl-" + secrets.token_urlsafe(32)
+    key = "sk-kl-" + secrets.token_urlsafe(32)
+    SECRETS.add(key)
+    return key
+
+
+def leaked_secrets(log: str) -> list[str]:
+    return [s[:10] + "..." for s in SECRETS if s in log]
 
 
 class GatewayProcess:
@@ -126,6 +136,7 @@ class GatewayProcess:
         return httpx2.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
 
     def stop(self) -> None:
+        """Stop the process; fails if its log ever held a secret."""
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
             try:
@@ -135,3 +146,5 @@ class GatewayProcess:
                 self.process.wait()
         self.http.close()
         self._log.close()
+        leaked = leaked_secrets(self.log_path.read_text(errors="replace"))
+        assert not leaked, f"secrets in the gateway log {self.log_path}: {leaked}"
