@@ -13,7 +13,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
 from .api import openai
-from .asgi import RequestIdMiddleware, json_response
+from .asgi import Edge, json_response
 from .errors import APIError
 from .runtime import Runtime
 from .sources.files import FileSource
@@ -41,7 +41,7 @@ async def _validation_error(request: Request, exc: Exception) -> Response:
     return _error_response(APIError(400, f"Invalid request: {exc}", code="invalid_request"))
 
 
-def create_app(runtime: Runtime) -> RequestIdMiddleware:
+def create_app(runtime: Runtime) -> Edge:
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         source = FileSource(
@@ -66,7 +66,8 @@ def create_app(runtime: Runtime) -> RequestIdMiddleware:
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    app.include_router(openai.router(runtime))
+    inference = openai.inference_endpoints(runtime)
+    app.include_router(openai.router(runtime, inference))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -78,4 +79,4 @@ def create_app(runtime: Runtime) -> RequestIdMiddleware:
             return json_response({"status": "not ready"}, 503)
         return json_response({"status": "ready", "generation": runtime.snapshot.generation})
 
-    return RequestIdMiddleware(app)
+    return Edge(app, fast_lane=inference)

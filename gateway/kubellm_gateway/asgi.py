@@ -102,11 +102,22 @@ def _valid_request_id(value: bytes) -> bool:
     return 0 < len(value) <= 128 and value.isascii() and value.decode().isprintable()
 
 
-class RequestIdMiddleware:
-    """Gives every request an id (the caller's `x-request-id` when sane) and returns it."""
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
-    def __init__(self, app: Callable[[Scope, Receive, Send], Awaitable[None]]) -> None:
+
+class Edge:
+    """The outermost ASGI layer: a request id for everything, and a fast lane.
+
+    Every request gets an id (the caller's `x-request-id` when sane), returned in
+    the response. POSTs to the inference paths go straight to their endpoints:
+    going through the framework's middleware stack instead cost 0.03 ms of CPU per
+    request and 6.7 KB per open stream (bench/README.md). Everything else,
+    including other methods on those paths, goes to the framework.
+    """
+
+    def __init__(self, app: ASGIApp, fast_lane: Mapping[str, ASGIApp]) -> None:
         self.app = app
+        self.fast_lane = dict(fast_lane)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -125,4 +136,5 @@ class RequestIdMiddleware:
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid)]
             await send(message)
 
-        await self.app(scope, receive, send_with_id)
+        endpoint = self.fast_lane.get(scope["path"]) if scope["method"] == "POST" else None
+        await (endpoint or self.app)(scope, receive, send_with_id)

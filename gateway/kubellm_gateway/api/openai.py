@@ -7,6 +7,7 @@ framework request or response objects (bench/README.md has the numbers).
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -30,6 +31,8 @@ from ..providers.base import Operation
 from ..routing import ModelEntry, capability_route
 from ..runtime import Runtime
 from ..telemetry.metrics import Call
+
+log = logging.getLogger(__name__)
 
 # What each operation needs besides `model`, and the type it must have.
 _REQUIRED: dict[Operation, tuple[str, tuple[type, ...]]] = {
@@ -111,11 +114,32 @@ class Inference:
                 raise
             task.uncancel()
             call.status = call.status or 499  # nginx's "client closed request"
+        except Exception:
+            # A bug, not a client's or upstream's fault: log it whole, answer in the envelope.
+            log.exception("request %s failed", call.request_id)
+            await _internal_error(call, send)
         finally:
             if watcher is not None:
                 watcher.cancel()
             metrics.inflight.dec()
             metrics.record(call, loop.time() - call.started)
+
+
+async def _internal_error(call: Call, send: Send) -> None:
+    error = APIError(
+        500,
+        f"Internal gateway error (request id {call.request_id}).",
+        type="server_error",
+        code="internal_error",
+    )
+    if call.finished:
+        return
+    call.finished = True
+    if call.status == 0:
+        call.status = 500
+        await send_error(send, error)
+    else:  # the stream has started: end it the way upstream failures end it
+        await send({"type": "http.response.body", "body": b"data: " + error.body() + b"\n\n"})
 
 
 def _upstream_operation(entry: ModelEntry, op: Operation, requested: str) -> Operation:
@@ -136,15 +160,19 @@ def model_object(entry: ModelEntry) -> dict[str, Any]:
     }
 
 
-def router(runtime: Runtime) -> APIRouter:
+def inference_endpoints(runtime: Runtime) -> dict[str, Inference]:
+    return {
+        "/v1/chat/completions": Inference(runtime, Operation.chat),
+        "/v1/completions": Inference(runtime, Operation.completions),
+        "/v1/embeddings": Inference(runtime, Operation.embeddings),
+    }
+
+
+def router(runtime: Runtime, inference: dict[str, Inference]) -> APIRouter:
     api = APIRouter()
-    for path, op in (
-        ("/v1/chat/completions", Operation.chat),
-        ("/v1/completions", Operation.completions),
-        ("/v1/embeddings", Operation.embeddings),
-    ):
+    for path, endpoint in inference.items():
         # A Route whose endpoint is not a function is served as a plain ASGI app.
-        api.routes.append(Route(path, Inference(runtime, op), methods=["POST"]))
+        api.routes.append(Route(path, endpoint, methods=["POST"]))
 
     @api.get("/v1/models")
     async def list_models(request: Request) -> Response:
