@@ -23,11 +23,21 @@ def _flag(
 ) -> None:
     """`--name`, defaulting to $KUBELLM_NAME: the variable is derived, never forgotten."""
     variable = "KUBELLM_" + name.upper().replace("-", "_")
-    value = os.environ.get(variable)
+
+    def convert(text: str) -> object:
+        try:
+            return kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text!r} is not a valid {kind.__name__} (from --{name} or {variable})"
+            ) from None
+
+    # A string default goes through `convert` only when the flag is absent, so a flag
+    # always beats a bad variable and a bad variable is reported by name.
     parser.add_argument(
         f"--{name}",
-        type=kind,
-        default=kind(value) if value is not None else default,
+        type=convert,
+        default=os.environ.get(variable, default),
         help=f"{doc} [{variable}; default {default}]",
     )
 

@@ -108,7 +108,9 @@ def _qualified(resource: Resource) -> str:
 
 
 def _created(resource: Resource) -> datetime:
-    return resource.metadata.creationTimestamp or _EPOCH
+    created = resource.metadata.creationTimestamp or _EPOCH
+    # The API server writes UTC with "Z"; a hand-written manifest may omit the zone.
+    return created if created.tzinfo is not None else created.replace(tzinfo=UTC)
 
 
 class _Builder:
@@ -173,6 +175,12 @@ class _Builder:
             owner = f"LLMModel {_qualified(m)}"
             if m.spec.disabled:
                 log.info("%s is disabled", owner)
+                continue
+            if m.model_id in owners:
+                # Refused whole: its aliases would otherwise lead to another model's id.
+                self.problem(
+                    f"{owner}: model id {m.model_id!r} is already served by {owners[m.model_id]}"
+                )
                 continue
             entry = self.model_entry(m, owner, providers)
             for model_id in (entry.id, *m.spec.aliases):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubellm_gateway.providers.base import Operation
 from kubellm_gateway.providers.mock import MockProvider
 from kubellm_gateway.resources import LLMProviderSpec, Pricing, Resource, parse_resource
 from kubellm_gateway.routing import ModelEntry, Route
@@ -48,13 +49,17 @@ def route(name: str, *, weight: int = 1, attempts: int = 2) -> Route:
     return Route(mock_provider(name, attempts=attempts), f"{name}-model", weight)
 
 
-def model_entry(*tiers: tuple[Route, ...], pricing: Pricing | None = None) -> ModelEntry:
+def model_entry(
+    *tiers: tuple[Route, ...],
+    pricing: Pricing | None = None,
+    capabilities: frozenset[Operation] = frozenset(),
+) -> ModelEntry:
     return ModelEntry(
         id="chat",
         namespace="default",
         name="chat",
         labels={},
-        capabilities=frozenset(),
+        capabilities=capabilities,
         tiers=tiers,
         pricing=pricing,
         created=0,

@@ -111,7 +111,11 @@ def test_completion_response() -> None:
         **HEAD,
         "object": "chat.completion",
         "choices": [
-            {"index": 0, "message": {"role": "assistant", "content": "Hi!"}, "finish_reason": "stop"},
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hi!"},
+                "finish_reason": "stop",
+            },
             {"index": 1, "message": {"role": "assistant", "content": None}, "finish_reason": "len"},
         ],
         "usage": USAGE,

@@ -9,6 +9,7 @@ hundreds of concurrent streams from queueing behind each other.
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from abc import abstractmethod
 from collections.abc import AsyncIterator, Callable
@@ -26,20 +27,26 @@ MAX_ERROR_BODY = 64 * 1024
 EventFilter = Callable[[list[bytes]], list[bytes]]
 
 
+def _seconds(value: str, scale: float = 1.0) -> float | None:
+    try:
+        seconds = float(value) * scale
+    except ValueError:
+        return None
+    # float() takes "inf" and "nan": an upstream's header must not become our arithmetic.
+    return max(seconds, 0.0) if math.isfinite(seconds) else None
+
+
 def retry_after_seconds(headers: Any) -> float | None:
     """`retry-after-ms` (Azure, OpenAI) or `retry-after` (seconds or an HTTP date)."""
-    if (ms := headers.get("retry-after-ms")) is not None:
-        try:
-            return max(float(ms) / 1000, 0.0)
-        except ValueError:
-            pass
+    if (ms := headers.get("retry-after-ms")) is not None and (
+        seconds := _seconds(ms, 1 / 1000)
+    ) is not None:
+        return seconds
     value = headers.get("retry-after")
     if value is None:
         return None
-    try:
-        return max(float(value), 0.0)
-    except ValueError:
-        pass
+    if (seconds := _seconds(value)) is not None:
+        return seconds
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError):

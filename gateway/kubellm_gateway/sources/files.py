@@ -20,7 +20,8 @@ from ..resources import Resource, ResourceError, parse_resource, resource_key
 
 log = logging.getLogger(__name__)
 
-Signature = tuple[int, int]  # (mtime_ns, size)
+# An atomic replace changes the inode even when size and mtime stay (cp -p, coarse clocks).
+Signature = tuple[int, int, int]  # (inode, mtime_ns, size)
 Key = tuple[str, str, str]  # (kind, namespace, name)
 Apply = Callable[[list[Resource], dict[str, int]], Awaitable[None]]
 
@@ -38,7 +39,7 @@ def manifest_files(directory: Path) -> dict[Path, Signature]:
         except OSError:  # removed between listing and stat
             continue
         if path.is_file():
-            files[path] = (st.st_mtime_ns, st.st_size)
+            files[path] = (st.st_ino, st.st_mtime_ns, st.st_size)
     return files
 
 
@@ -113,7 +114,13 @@ class FileSource:
                 log.error("manifest folder %s cannot be listed: %s", self.directory, exc)
                 changed = None
             if changed is not None:
-                await self.apply(*changed)
+                try:
+                    await self.apply(*changed)
+                except Exception:
+                    # A bug in building must not stop reloading: the last snapshot keeps serving.
+                    log.exception(
+                        "applying %s failed; the previous configuration stays", self.directory
+                    )
             ready.set()
             await asyncio.sleep(self.interval)
 
