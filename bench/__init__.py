@@ -1,0 +1,1 @@
+"""Benchmark harness: fake upstream, bare proxy floor, load generator and orchestrator."""
