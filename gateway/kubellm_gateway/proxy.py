@@ -102,6 +102,15 @@ def exhausted(failure: UpstreamFailure | None, call: Call) -> APIError:
             code="rate_limit_exceeded",
             headers=headers,
         )
+    if failure.reason is FailureReason.credentials:
+        # The gateway's own credentials: details are for the operator's log, not the caller.
+        return APIError(
+            502,
+            "The gateway could not authenticate to the upstream.",
+            type="server_error",
+            code="upstream_error",
+            headers=headers,
+        )
     if failure.reason is FailureReason.timeout:
         return APIError(
             504,

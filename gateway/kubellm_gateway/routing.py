@@ -147,16 +147,15 @@ class _Builder:
         wanted: dict[str, tuple[LLMProvider, str | None]] = {}
         for p in self.by_kind["LLMProvider"]:
             assert isinstance(p, LLMProvider)
-            ref = p.spec.apiKeySecretRef
+            entra = p.spec.azure.entraID if p.spec.azure is not None else None
+            # The one secret a provider needs: its API key, or its Entra ID client secret.
+            ref = p.spec.apiKeySecretRef or (entra.clientSecretRef if entra is not None else None)
             owner = f"LLMProvider {_qualified(p)}"
             key = None
             if ref is not None:
                 key = self.secret_value(owner, p.metadata.namespace, ref.name, ref.key)
                 if key is None:
                     continue
-            if p.spec.azure is not None and p.spec.azure.entraID is not None:
-                self.problem(f"{owner}: Entra ID credentials are not supported by this gateway yet")
-                continue
             if p.spec.type.value == "Anthropic":
                 self.problem(
                     f"{owner}: provider type Anthropic is not supported by this gateway yet"

@@ -465,6 +465,8 @@ class FakeUpstream:
     ) -> None:
         self.flavor = flavor
         self.api_key = api_key
+        # Entra ID access tokens the azure flavor accepts as `Authorization: Bearer`.
+        self.bearer_tokens: set[str] = set()
         self.requests: list[Recorded] = []
         self._lock = threading.Lock()
         self._failures: deque[tuple[int, Any, Headers]] = deque()
@@ -689,7 +691,8 @@ class FakeUpstream:
         # Azure answers a missing api-version like an unknown path.
         if record.method != "POST" or match is None or "api-version" not in record.query:
             raise _ApiError(404, _envelope("Resource not found", None, code="404"))
-        if record.headers.get("api-key") != self.api_key:
+        bearer = record.headers.get("authorization", "").removeprefix("Bearer ")
+        if record.headers.get("api-key") != self.api_key and bearer not in self.bearer_tokens:
             message = (
                 "Access denied due to invalid subscription key or wrong API endpoint. Make sure "
                 "to provide a valid key for an active subscription and use a correct regional "

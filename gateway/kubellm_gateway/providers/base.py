@@ -33,6 +33,7 @@ class FailureReason(StrEnum):
     timeout = "timeout"
     status = "status"
     protocol = "protocol"
+    credentials = "credentials"  # the provider's own credentials were refused (Entra ID)
 
 
 class UpstreamFailure(Exception):

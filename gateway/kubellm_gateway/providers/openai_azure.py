@@ -8,7 +8,9 @@ from urllib.parse import quote
 
 import orjson
 
-from .base import PATHS, Operation
+from ..resources import LLMProviderSpec
+from .base import PATHS, Exchange, FailureReason, Operation, UpstreamFailure
+from .entra import COGNITIVE_SERVICES_SCOPE, ClientCredentials, EntraError, EntraTokenSource
 from .http import EventFilter, HTTPProvider
 from .openai_openai import with_usage_requested
 
@@ -49,6 +51,30 @@ class AzureStreamNormalizer:
 
 
 class AzureOpenAIProvider(HTTPProvider):
+    """`api-key` auth, or Entra ID bearer tokens when the spec has `azure.entraID`."""
+
+    def __init__(self, name: str, spec: LLMProviderSpec, secret: str | None) -> None:
+        entra = spec.azure.entraID if spec.azure is not None else None
+        super().__init__(name, spec, None if entra is not None else secret)
+        self._entra: EntraTokenSource | None = None
+        self._bearer: str | None = None
+        if entra is not None:
+            credentials = ClientCredentials(
+                entra.tenantID, entra.clientID, secret or "", entra.authorityHost
+            )
+            self._entra = EntraTokenSource(credentials, COGNITIVE_SERVICES_SCOPE, self.session)
+
+    async def open(
+        self, op: Operation, body: dict[str, Any], model: str, stream: bool, request_id: str
+    ) -> Exchange:
+        if self._entra is not None:
+            try:
+                # Read by headers(), which runs before open() first yields: no interleaving.
+                self._bearer = await self._entra.token()
+            except EntraError as exc:
+                raise UpstreamFailure(FailureReason.credentials, str(exc)) from None
+        return await super().open(op, body, model, stream, request_id)
+
     def url(self, op: Operation, model: str) -> str:
         azure = self.spec.azure
         version = azure.apiVersion if azure is not None else DEFAULT_API_VERSION
@@ -59,7 +85,9 @@ class AzureOpenAIProvider(HTTPProvider):
 
     def headers(self, request_id: str) -> dict[str, str]:
         headers = {"content-type": "application/json", "x-request-id": request_id}
-        if self._api_key:
+        if self._bearer is not None:
+            headers["authorization"] = f"Bearer {self._bearer}"
+        elif self._api_key:
             headers["api-key"] = self._api_key
         return headers
 
