@@ -50,6 +50,11 @@ class Call:
     ttft: float | None = None
     cost: float = 0.0
     disconnected: bool = False
+    user: str = "-"
+    auth: str = "-"  # how the caller authenticated: apikey, oidc
+    policy: str = "-"
+    error: str | None = None  # the error code sent, if any
+    bytes_out: int = 0
     started: float = 0.0  # loop time when the request arrived
     finished: bool = False  # the last response message is being sent
 
