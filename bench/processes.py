@@ -20,17 +20,28 @@ def free_port() -> int:
         return port
 
 
-def spawn(command: list[str], log_path: Path | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    command: list[str], log_path: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
     """Start `command` in a new session (so stopping it takes its children along); its output
-    goes to `log_path`, or to pipes when there is none."""
+    goes to `log_path`, or to pipes when there is none. `env` adds to this environment."""
+    environment = {**os.environ, **env} if env else None
     if log_path is None:
         process = subprocess.Popen(
-            command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            env=environment,
         )
     else:
         with log_path.open("wb") as log:
             process = subprocess.Popen(
-                command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                command,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env=environment,
             )
     _live.add(process)
     return process

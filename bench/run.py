@@ -141,9 +141,16 @@ def parse_args() -> argparse.Namespace:
     return args
 
 
-def start(name: str, command: list[str], port: int, logs: Path, ready_timeout: float) -> Server:
+def start(
+    name: str,
+    command: list[str],
+    port: int,
+    logs: Path,
+    ready_timeout: float,
+    env: dict[str, str] | None = None,
+) -> Server:
     log_path = logs / f"{name}.log"
-    process = processes.spawn(command, log_path)
+    process = processes.spawn(command, log_path, env)
     processes.wait_ready(name, process, port, log_path, ready_timeout)
     return Server(process, port)
 

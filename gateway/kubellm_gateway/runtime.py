@@ -20,7 +20,7 @@ KINDS = ("LLMProvider", "LLMModel", "AccessPolicy", "APIKey", "Secret")
 class Runtime:
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
-        self.metrics = metrics or Metrics()
+        self.metrics = metrics or Metrics(enabled=settings.metrics_port != 0)
         self.pool = ProviderPool()
         self.proxy = Proxy(self.pool, self.metrics)
         self.snapshot: Snapshot = EMPTY  # replaced whole, never mutated: requests read it once

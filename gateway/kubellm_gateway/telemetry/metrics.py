@@ -60,7 +60,8 @@ class Call:
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, *, enabled: bool = True) -> None:
+        self.enabled = enabled  # off (no metrics port): requests record nothing
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.requests = Counter(
@@ -128,6 +129,8 @@ class Metrics:
         )
 
     def record(self, call: Call, seconds: float) -> None:
+        if not self.enabled:
+            return
         sc = status_class(call.status)
         self.requests.labels(call.operation, call.model, call.provider, sc, str(call.status)).inc()
         self.duration.labels(call.operation, call.model, sc).observe(seconds)
