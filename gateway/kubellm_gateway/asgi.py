@@ -91,10 +91,15 @@ async def send_bytes(
 
 
 async def send_error(
-    send: Send, error: APIError, extra: Sequence[tuple[bytes, bytes]] = ()
+    send: Send,
+    error: APIError,
+    extra: Sequence[tuple[bytes, bytes]] = (),
+    *,
+    body: bytes | None = None,
 ) -> None:
+    """The error response; `body` when the client's schema renders it (default OpenAI's)."""
     headers = [*JSON_HEADERS, *encode_headers(error.headers.items()), *extra]
-    await send_bytes(send, error.status, error.body(), headers)
+    await send_bytes(send, error.status, error.body() if body is None else body, headers)
 
 
 def _valid_request_id(value: bytes) -> bool:

@@ -3,6 +3,11 @@
 Retries and fallbacks happen only before the first byte reaches the client: a
 stream's response starts once its first upstream event is in hand, so an
 upstream that fails before that is still retried elsewhere.
+
+What goes upstream and what the client gets back is a codec's business, one per
+pair of client schema and upstream operation: OpenAI relayed as it is, legacy
+completions served by chat, Anthropic relayed as it is, Anthropic served by
+OpenAI chat. The pipeline itself never looks inside a payload.
 """
 
 from __future__ import annotations
@@ -12,7 +17,8 @@ import logging
 import math
 import random
 import re
-from collections.abc import AsyncIterator, Iterator
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import aiohttp
@@ -20,7 +26,8 @@ import orjson
 
 from .asgi import JSON_HEADERS, SSE_HEADERS, Send, send_bytes
 from .errors import APIError, no_backend
-from .providers.base import Exchange, FailureReason, Operation, UpstreamFailure
+from .providers import anthropic_openai, anthropic_wire
+from .providers.base import Exchange, FailureReason, Operation, Provider, UpstreamFailure
 from .providers.completions_chat import chat_request, completion_chunk, completion_response
 from .providers.pool import ProviderPool
 from .providers.sse import DONE
@@ -90,16 +97,25 @@ def exhausted(failure: UpstreamFailure | None, call: Call) -> APIError:
     """The error for a request whose every attempt failed."""
     if failure is None:
         return no_backend(call.model)
-    # The gateway already retried: SDKs that retry on their own should not multiply it.
-    headers = {"x-should-retry": "false"} if call.attempts > 1 else {}
+    # The gateway already retried (or retrying cannot help): SDKs that retry on their own
+    # should not multiply it.
+    headers = {"x-should-retry": "false"} if call.attempts > 1 or failure.final else {}
+    if failure.retry_after is not None and failure.status in (429, 529):
+        headers["retry-after"] = str(math.ceil(failure.retry_after))
     if failure.status == 429:
-        if failure.retry_after is not None:
-            headers["retry-after"] = str(math.ceil(failure.retry_after))
         return APIError(
             429,
             f"Upstream rate limit: {failure.message}",
             type="rate_limit_error",
             code="rate_limit_exceeded",
+            headers=headers,
+        )
+    if failure.status == 529:  # Anthropic's "overloaded": a 503 in every other API
+        return APIError(
+            503,
+            f"Upstream overloaded: {failure.message}",
+            type="server_error",
+            code="upstream_overloaded",
             headers=headers,
         )
     if failure.reason is FailureReason.credentials:
@@ -138,15 +154,222 @@ def _failure(exc: BaseException) -> UpstreamFailure:
     return UpstreamFailure(FailureReason.protocol, f"{type(exc).__name__}: {exc}")
 
 
-def _mid_stream_error(exc: BaseException) -> bytes:
-    timeout = isinstance(exc, TimeoutError)
-    error = APIError(
-        504 if timeout else 502,
-        "The upstream went silent mid-stream." if timeout else f"The upstream stream broke: {exc}",
-        type="server_error",
-        code="upstream_timeout" if timeout else "upstream_error",
+def _stream_error(exc: BaseException) -> APIError:
+    """What a client is told when the stream breaks after its response started."""
+    if isinstance(exc, TimeoutError):
+        return APIError(
+            504,
+            "The upstream went silent mid-stream.",
+            type="server_error",
+            code="upstream_timeout",
+        )
+    if isinstance(exc, UpstreamFailure) and exc.error is not None:
+        return client_error(exc)  # the upstream's own words (an Anthropic `error` event)
+    return APIError(
+        502, f"The upstream stream broke: {exc}", type="server_error", code="upstream_error"
     )
+
+
+def _json_object(data: bytes) -> Any:
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        raise APIError(
+            502,
+            "The upstream answered with invalid JSON.",
+            type="server_error",
+            code="upstream_error",
+        ) from None
+
+
+def openai_error_event(error: APIError) -> bytes:
     return b"data: " + error.body() + b"\n\n"
+
+
+# --- codecs ----------------------------------------------------------------------------------
+
+
+class Codec(ABC):
+    """How one client schema is served by one upstream operation, for one request.
+
+    It makes the upstream body, turns the upstream's answer (a whole body, or stream
+    payloads batch by batch) into the client's bytes, counts tokens into the call,
+    and writes the event that ends a stream on error.
+    """
+
+    __slots__ = ("call", "op")
+
+    def __init__(self, call: Call, op: Operation) -> None:
+        self.call = call
+        self.op = op  # the upstream operation
+
+    def request(self, body: dict[str, Any]) -> dict[str, Any]:
+        """The body for the upstream operation (the provider sets the backend's model)."""
+        return body
+
+    @abstractmethod
+    def response(self, data: bytes) -> bytes:
+        """The client's body for a whole upstream body."""
+
+    @abstractmethod
+    def events(self, batch: list[bytes]) -> tuple[bytes, bool]:
+        """The client's bytes for a batch of upstream payloads, and whether the stream ended."""
+
+    @abstractmethod
+    def error_event(self, error: APIError) -> bytes:
+        """The last event of a stream that broke."""
+
+    def account(self, usage: Any) -> None:
+        """Tokens from OpenAI-shaped usage."""
+        if isinstance(usage, dict):
+            self.call.input_tokens = int(usage.get("prompt_tokens") or 0)
+            self.call.output_tokens = int(usage.get("completion_tokens") or 0)
+
+
+CodecChoice = Callable[[Provider], Codec]
+"""The codec for an attempt on a provider: the client's schema decides."""
+
+
+class OpenAIRelay(Codec):
+    """OpenAI in, OpenAI out: bytes forwarded unchanged; only usage chunks are parsed."""
+
+    __slots__ = ("wants_usage",)
+
+    def __init__(self, call: Call, op: Operation, body: dict[str, Any]) -> None:
+        super().__init__(call, op)
+        options = body.get("stream_options")
+        self.wants_usage = isinstance(options, dict) and options.get("include_usage") is True
+
+    def response(self, data: bytes) -> bytes:
+        parsed = _json_object(data)
+        if isinstance(parsed, dict):
+            self.account(parsed.get("usage"))
+        return data
+
+    def events(self, batch: list[bytes]) -> tuple[bytes, bool]:
+        parts: list[bytes] = []
+        for payload in batch:
+            if payload == DONE:
+                parts.append(_STREAM_END)
+                return b"".join(parts), True
+            chunk: dict[str, Any] | None = None
+            if _USAGE.search(payload):
+                chunk = orjson.loads(payload)
+                self.account(chunk.get("usage"))
+                if not chunk.get("choices") and not self.wants_usage:
+                    continue  # usage was asked for on the client's behalf: not its to see
+            parts.append(b"data: " + payload + b"\n\n")
+        return b"".join(parts), False
+
+    def error_event(self, error: APIError) -> bytes:
+        return openai_error_event(error)
+
+
+class CompletionsFromChat(OpenAIRelay):
+    """Legacy completions served by chat: the request and every answer converted."""
+
+    __slots__ = ()
+
+    def __init__(self, call: Call, body: dict[str, Any]) -> None:
+        super().__init__(call, Operation.chat, body)
+
+    def request(self, body: dict[str, Any]) -> dict[str, Any]:
+        return chat_request(body)
+
+    def response(self, data: bytes) -> bytes:
+        parsed = _json_object(data)
+        if not isinstance(parsed, dict):
+            return data
+        self.account(parsed.get("usage"))
+        return orjson.dumps(completion_response(parsed))
+
+    def events(self, batch: list[bytes]) -> tuple[bytes, bool]:
+        # Converted first, then relayed: the relay's usage rules apply to the result.
+        converted = []
+        for payload in batch:
+            if payload == DONE:
+                converted.append(payload)
+                break
+            if (chunk := completion_chunk(orjson.loads(payload))) is not None:
+                converted.append(orjson.dumps(chunk))
+        return super().events(converted)
+
+
+class AnthropicRelay(Codec):
+    """Anthropic in, Anthropic out: payloads forwarded unchanged, `event:` lines rebuilt
+    from each payload's type (the SSE parser keeps only `data`)."""
+
+    __slots__ = ("_usage",)
+
+    def __init__(self, call: Call) -> None:
+        super().__init__(call, Operation.messages)
+        self._usage: dict[str, Any] = {}
+
+    def _account(self, usage: Any) -> None:
+        if not isinstance(usage, dict):
+            return
+        # message_delta's counts are totals, and it leaves out those that did not change.
+        self._usage.update({k: v for k, v in usage.items() if v is not None})
+        self.call.input_tokens = anthropic_wire.prompt_tokens(self._usage)
+        self.call.output_tokens = int(self._usage.get("output_tokens") or 0)
+
+    def response(self, data: bytes) -> bytes:
+        parsed = _json_object(data)
+        if isinstance(parsed, dict):
+            self._account(parsed.get("usage"))
+        return data
+
+    def events(self, batch: list[bytes]) -> tuple[bytes, bool]:
+        parts: list[bytes] = []
+        for payload in batch:
+            kind = anthropic_wire.event_type(payload)
+            if kind is None:
+                continue
+            if kind == b"message_start":
+                message = anthropic_wire.fields(orjson.loads(payload)).get("message")
+                self._account(anthropic_wire.fields(message).get("usage"))
+            elif kind == b"message_delta":
+                self._account(anthropic_wire.fields(orjson.loads(payload)).get("usage"))
+            parts.append(anthropic_wire.event(kind, payload))
+            if kind in (b"message_stop", b"error"):  # an error event ends the stream
+                return b"".join(parts), True
+        return b"".join(parts), False
+
+    def error_event(self, error: APIError) -> bytes:
+        return anthropic_wire.error_event(error)
+
+
+class AnthropicFromOpenAI(Codec):
+    """Anthropic clients on OpenAI chat: request, answer and event stream translated."""
+
+    __slots__ = ("_stream",)
+
+    def __init__(self, call: Call) -> None:
+        super().__init__(call, Operation.chat)
+        self._stream = anthropic_openai.EventStream()
+
+    def request(self, body: dict[str, Any]) -> dict[str, Any]:
+        return anthropic_openai.chat_request(body)
+
+    def response(self, data: bytes) -> bytes:
+        parsed = _json_object(data)
+        if not isinstance(parsed, dict):
+            raise APIError(
+                502, "The upstream answered without a chat completion.", type="server_error"
+            )
+        self.account(parsed.get("usage"))
+        return orjson.dumps(anthropic_openai.message_response(parsed))
+
+    def events(self, batch: list[bytes]) -> tuple[bytes, bool]:
+        out, done = self._stream(batch)
+        self.account(self._stream.usage)
+        return out, done
+
+    def error_event(self, error: APIError) -> bytes:
+        return anthropic_wire.error_event(error)
+
+
+# --- the pipeline ----------------------------------------------------------------------------
 
 
 class Proxy:
@@ -159,54 +382,55 @@ class Proxy:
         call: Call,
         body: dict[str, Any],
         entry: ModelEntry,
-        upstream_op: Operation,
+        codecs: CodecChoice,
         send: Send,
     ) -> None:
-        convert = upstream_op.value != call.operation
-        upstream_body = chat_request(body) if convert else body
-        options = body.get("stream_options")
-        wants_usage = isinstance(options, dict) and options.get("include_usage") is True
-        route, exchange, batches, first = await self._open(call, entry, upstream_op, upstream_body)
+        route, codec, exchange, batches, first = await self._open(call, entry, codecs, body)
         provider = route.provider
         try:
             if batches is not None:
                 assert isinstance(first, list)
-                await self._relay(call, entry, batches, first, send, wants_usage, convert, route)
+                await self._relay(call, codec, batches, first, send, route)
             else:
                 assert isinstance(first, bytes)
-                await self._respond(call, entry, first, send, convert)
+                await self._respond(call, codec, first, send)
         finally:
+            call.cost = cost(entry.pricing, call.input_tokens, call.output_tokens)
             await exchange.aclose()
             provider.inflight -= 1
             self.pool.release_if_idle(provider)
 
     async def _open(
-        self, call: Call, entry: ModelEntry, op: Operation, body: dict[str, Any]
-    ) -> tuple[Route, Exchange, AsyncIterator[list[bytes]] | None, list[bytes] | bytes]:
+        self, call: Call, entry: ModelEntry, codecs: CodecChoice, body: dict[str, Any]
+    ) -> tuple[Route, Codec, Exchange, AsyncIterator[list[bytes]] | None, list[bytes] | bytes]:
         failures: dict[int, UpstreamFailure] = {}
         last: UpstreamFailure | None = None
         for route, retry_round in plan(entry):
             provider = route.provider
             if retry_round:
                 previous = failures.get(id(route))
+                if previous is not None and previous.final:
+                    continue
                 retry_after = previous.retry_after if previous is not None else None
                 delay = backoff(provider.spec.retry, retry_round, retry_after)
                 if delay is None:
                     continue
                 await asyncio.sleep(delay)
+            codec = codecs(provider)
+            upstream_body = codec.request(body)  # a 400 here is the client's, not an attempt
             call.attempts += 1
             call.provider = provider.name
             provider.inflight += 1
             try:
                 async with asyncio.timeout(provider.spec.timeouts.firstByte):
                     exchange = await provider.open(
-                        op, body, route.model, call.stream, call.request_id
+                        codec.op, upstream_body, route.model, call.stream, call.request_id
                     )
                     try:
                         if call.stream:
                             batches = exchange.batches()
-                            return route, exchange, batches, await anext(batches)
-                        return route, exchange, None, await exchange.read()
+                            return route, codec, exchange, batches, await anext(batches)
+                        return route, codec, exchange, None, await exchange.read()
                     except BaseException:
                         await exchange.aclose()
                         raise
@@ -231,65 +455,19 @@ class Proxy:
                 raise
         raise exhausted(last, call)
 
-    def _account(self, call: Call, entry: ModelEntry, usage: Any) -> None:
-        if not isinstance(usage, dict):
-            return
-        call.input_tokens = int(usage.get("prompt_tokens") or 0)
-        call.output_tokens = int(usage.get("completion_tokens") or 0)
-        call.cost = cost(entry.pricing, call.input_tokens, call.output_tokens)
-
-    async def _respond(
-        self, call: Call, entry: ModelEntry, data: bytes, send: Send, convert: bool
-    ) -> None:
-        try:
-            parsed = orjson.loads(data)
-        except orjson.JSONDecodeError:
-            raise APIError(
-                502,
-                "The upstream answered with invalid JSON.",
-                type="server_error",
-                code="upstream_error",
-            ) from None
-        if isinstance(parsed, dict):
-            self._account(call, entry, parsed.get("usage"))
-            if convert:
-                data = orjson.dumps(completion_response(parsed))
+    async def _respond(self, call: Call, codec: Codec, data: bytes, send: Send) -> None:
+        out = codec.response(data)
         call.status = 200
         call.finished = True
-        await send_bytes(send, 200, data, JSON_HEADERS)
-
-    def _events(
-        self, call: Call, entry: ModelEntry, batch: list[bytes], wants_usage: bool, convert: bool
-    ) -> tuple[bytes, bool]:
-        """The bytes to send for one batch of upstream events, and whether [DONE] came."""
-        parts: list[bytes] = []
-        for payload in batch:
-            if payload == DONE:
-                parts.append(_STREAM_END)
-                return b"".join(parts), True
-            chunk: dict[str, Any] | None = None
-            if _USAGE.search(payload):
-                chunk = orjson.loads(payload)
-                self._account(call, entry, chunk.get("usage"))
-                if not chunk.get("choices") and not wants_usage:
-                    continue  # usage was asked for on the client's behalf: not its to see
-            if convert:
-                converted = completion_chunk(chunk if chunk is not None else orjson.loads(payload))
-                if converted is not None:
-                    parts.append(b"data: " + orjson.dumps(converted) + b"\n\n")
-            else:
-                parts.append(b"data: " + payload + b"\n\n")
-        return b"".join(parts), False
+        await send_bytes(send, 200, out, JSON_HEADERS)
 
     async def _relay(
         self,
         call: Call,
-        entry: ModelEntry,
+        codec: Codec,
         batches: AsyncIterator[list[bytes]],
         batch: list[bytes],
         send: Send,
-        wants_usage: bool,
-        convert: bool,
         route: Route,
     ) -> None:
         await send({"type": "http.response.start", "status": 200, "headers": SSE_HEADERS})
@@ -299,7 +477,7 @@ class Proxy:
         try:
             async with asyncio.timeout(None) as deadline:
                 while True:
-                    out, done = self._events(call, entry, batch, wants_usage, convert)
+                    out, done = codec.events(batch)
                     if done:
                         call.finished = True
                         await send({"type": "http.response.body", "body": out})
@@ -313,11 +491,12 @@ class Proxy:
                         batch = await anext(batches)
                     except StopAsyncIteration:
                         raise UpstreamFailure(
-                            FailureReason.protocol, "the stream ended without [DONE]"
+                            FailureReason.protocol, "the stream ended before its end event"
                         ) from None
         except (UpstreamFailure, TimeoutError, aiohttp.ClientError, orjson.JSONDecodeError) as exc:
             failure = _failure(exc)
             self.metrics.upstream_errors.labels(route.provider.name, failure.metric_reason).inc()
             log.warning("stream of request %s broke: %s", call.request_id, failure.message)
             call.finished = True
-            await send({"type": "http.response.body", "body": _mid_stream_error(exc)})
+            error = codec.error_event(_stream_error(exc))
+            await send({"type": "http.response.body", "body": error})

@@ -45,6 +45,15 @@ def openai_provider(name: str, base_url: str, key: str, **spec: Any) -> list[dic
     ]
 
 
+def anthropic_provider(name: str, base_url: str, key: str, **spec: Any) -> list[dict[str, Any]]:
+    """An Anthropic-type provider and the Secret holding its upstream key."""
+    ref = {"name": f"{name}-upstream", "key": "apiKey"}
+    return [
+        secret(f"{name}-upstream", apiKey=key),
+        provider(name, "Anthropic", baseURL=base_url, apiKeySecretRef=ref, **spec),
+    ]
+
+
 def model(
     name: str,
     backends: list[dict[str, Any]],

@@ -1,14 +1,17 @@
-"""The OpenAI-compatible API.
+"""The OpenAI-compatible API, and the inference pipeline every client schema shares.
 
 The inference endpoints are raw ASGI callables: the hot path builds no
 framework request or response objects (bench/README.md has the numbers).
+`Inference` is one pipeline (authenticate, read, validate, resolve and
+authorize, proxy, record) parameterized by a `ClientSchema`: OpenAI's here,
+Anthropic's in api/anthropic.py.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Protocol
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
@@ -28,9 +31,11 @@ from ..asgi import (
 from ..auth.apikeys import authenticate
 from ..errors import APIError, bad_request, model_not_found, no_backend
 from ..providers.base import Operation
+from ..proxy import CodecChoice, CompletionsFromChat, OpenAIRelay, openai_error_event
 from ..routing import ModelEntry, capability_route
 from ..runtime import Runtime
 from ..telemetry.metrics import Call
+from . import anthropic
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +66,45 @@ def validate(op: Operation, body: dict[str, Any]) -> str:
     return model
 
 
+class ClientSchema(Protocol):
+    """A client API's conventions: what the pipeline asks of OpenAI's and Anthropic's."""
+
+    def validate(self, op: Operation, body: dict[str, Any]) -> str:
+        """The requested model id, or a 400 (the fields every backend needs are there)."""
+
+    def codecs(
+        self, call: Call, body: dict[str, Any], op: Operation, upstream: Operation
+    ) -> CodecChoice:
+        """The codec of each attempt, by the provider it goes to."""
+
+    def error_body(self, error: APIError, request_id: str) -> bytes: ...
+
+    def error_event(self, error: APIError) -> bytes:
+        """The event that ends a stream on error."""
+
+
+class OpenAISchema:
+    def validate(self, op: Operation, body: dict[str, Any]) -> str:
+        return validate(op, body)
+
+    def codecs(
+        self, call: Call, body: dict[str, Any], op: Operation, upstream: Operation
+    ) -> CodecChoice:
+        codec = (
+            CompletionsFromChat(call, body) if upstream is not op else OpenAIRelay(call, op, body)
+        )
+        return lambda _provider: codec
+
+    def error_body(self, error: APIError, request_id: str) -> bytes:
+        return error.body()
+
+    def error_event(self, error: APIError) -> bytes:
+        return openai_error_event(error)
+
+
+OPENAI = OpenAISchema()
+
+
 async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any], call: Call) -> None:
     """Cancel the request when its client goes away, upstream call included."""
     while (await receive())["type"] != "http.disconnect":
@@ -72,11 +116,12 @@ async def _watch_disconnect(receive: Receive, task: asyncio.Task[Any], call: Cal
 
 
 class Inference:
-    """POST /v1/chat/completions, /v1/completions and /v1/embeddings."""
+    """POST /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/messages."""
 
-    def __init__(self, runtime: Runtime, op: Operation) -> None:
+    def __init__(self, runtime: Runtime, op: Operation, schema: ClientSchema = OPENAI) -> None:
         self.runtime = runtime
         self.op = op
+        self.schema = schema
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         runtime = self.runtime
@@ -93,7 +138,7 @@ class Inference:
             body = parse_json_object(
                 await read_body(scope, receive, runtime.settings.max_body_bytes)
             )
-            model = validate(self.op, body)
+            model = self.schema.validate(self.op, body)
             call.stream = self.op is not Operation.embeddings and body.get("stream") is True
             entry = snapshot.models.get(model)
             if entry is None or entry.id not in snapshot.allowed(principal):
@@ -101,11 +146,12 @@ class Inference:
             call.model = entry.id
             upstream_op = _upstream_operation(entry, self.op, model)
             watcher = loop.create_task(_watch_disconnect(receive, task, call))
-            await runtime.proxy.serve(call, body, entry, upstream_op, send)
+            codecs = self.schema.codecs(call, body, self.op, upstream_op)
+            await runtime.proxy.serve(call, body, entry, codecs, send)
         except APIError as exc:
             call.status = exc.status
             call.finished = True
-            await send_error(send, exc)
+            await send_error(send, exc, body=self.schema.error_body(exc, call.request_id))
         except ClientGone:
             call.disconnected = True
             call.status = 499
@@ -117,7 +163,7 @@ class Inference:
         except Exception:
             # A bug, not a client's or upstream's fault: log it whole, answer in the envelope.
             log.exception("request %s failed", call.request_id)
-            await _internal_error(call, send)
+            await _internal_error(call, send, self.schema)
         finally:
             if watcher is not None:
                 watcher.cancel()
@@ -125,7 +171,7 @@ class Inference:
             metrics.record(call, loop.time() - call.started)
 
 
-async def _internal_error(call: Call, send: Send) -> None:
+async def _internal_error(call: Call, send: Send, schema: ClientSchema) -> None:
     error = APIError(
         500,
         f"Internal gateway error (request id {call.request_id}).",
@@ -137,9 +183,9 @@ async def _internal_error(call: Call, send: Send) -> None:
     call.finished = True
     if call.status == 0:
         call.status = 500
-        await send_error(send, error)
+        await send_error(send, error, body=schema.error_body(error, call.request_id))
     else:  # the stream has started: end it the way upstream failures end it
-        await send({"type": "http.response.body", "body": b"data: " + error.body() + b"\n\n"})
+        await send({"type": "http.response.body", "body": schema.error_event(error)})
 
 
 def _upstream_operation(entry: ModelEntry, op: Operation, requested: str) -> Operation:
@@ -165,6 +211,7 @@ def inference_endpoints(runtime: Runtime) -> dict[str, Inference]:
         "/v1/chat/completions": Inference(runtime, Operation.chat),
         "/v1/completions": Inference(runtime, Operation.completions),
         "/v1/embeddings": Inference(runtime, Operation.embeddings),
+        "/v1/messages": Inference(runtime, Operation.messages, anthropic.SCHEMA),
     }
 
 
@@ -178,8 +225,10 @@ def router(runtime: Runtime, inference: dict[str, Inference]) -> APIRouter:
     async def list_models(request: Request) -> Response:
         snapshot = runtime.snapshot
         principal = authenticate(request.scope, snapshot)
-        data = [model_object(m) for m in snapshot.listed(principal)]
-        return json_response({"object": "list", "data": data})
+        listed = snapshot.listed(principal)
+        if anthropic.VERSION_HEADER in request.headers:
+            return json_response(anthropic.models_page(listed))
+        return json_response({"object": "list", "data": [model_object(m) for m in listed]})
 
     @api.get("/v1/models/{model_id:path}")
     async def get_model(model_id: str, request: Request) -> Response:
@@ -188,6 +237,8 @@ def router(runtime: Runtime, inference: dict[str, Inference]) -> APIRouter:
         entry = snapshot.models.get(model_id)
         if entry is None or entry.id not in snapshot.allowed(principal):
             raise model_not_found(model_id)
+        if anthropic.VERSION_HEADER in request.headers:
+            return json_response(anthropic.model_info(entry))
         return json_response(model_object(entry))
 
     return api

@@ -1,4 +1,5 @@
-"""API-key authentication: `Authorization: Bearer <key>` or Azure-style `api-key: <key>`."""
+"""API-key authentication: `Authorization: Bearer <key>`, Azure-style `api-key: <key>` or
+Anthropic-style `x-api-key: <key>`."""
 
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ def presented_key(scope: Scope) -> str | None:
             if scheme.lower() == b"bearer" and token.strip():
                 return str(token.strip().decode("latin-1"))
             return None
-        if name == b"api-key" and value.strip():
+        if name in (b"api-key", b"x-api-key") and value.strip():
             return str(value.strip().decode("latin-1"))
     return None
 
@@ -27,7 +28,8 @@ def authenticate(scope: Scope, snapshot: Snapshot) -> Principal:
     key = presented_key(scope)
     if key is None:
         raise unauthorized(
-            "Missing API key: send `Authorization: Bearer <key>` (or `api-key: <key>`)."
+            "Missing API key: send `Authorization: Bearer <key>` "
+            "(or `api-key: <key>`, or `x-api-key: <key>`)."
         )
     digest = hashlib.sha256(key.encode("latin-1")).digest()
     entry = snapshot.keys.get(digest)

@@ -10,7 +10,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar
 
 from ..resources import LLMProviderSpec
 
@@ -19,6 +19,7 @@ class Operation(StrEnum):
     chat = "chat"
     completions = "completions"
     embeddings = "embeddings"
+    messages = "messages"  # Anthropic's Messages API
 
 
 PATHS = {
@@ -47,6 +48,7 @@ class UpstreamFailure(Exception):
         status: int | None = None,
         retry_after: float | None = None,
         error: dict[str, Any] | None = None,
+        final: bool = False,
     ) -> None:
         super().__init__(message)
         self.reason = reason
@@ -54,6 +56,9 @@ class UpstreamFailure(Exception):
         self.status = status
         self.retry_after = retry_after
         self.error = error  # the upstream's own error object, when it sent one
+        # This backend will answer the same until someone acts (a spend limit reached):
+        # never retried, though other backends may still be tried.
+        self.final = final
 
     @property
     def retryable(self) -> bool:
@@ -86,6 +91,12 @@ class Exchange(ABC):
 
 class Provider(ABC):
     """One LLMProvider resource made live. Shared by every snapshot that routes to it."""
+
+    # The operations `open` takes. Anthropic clients reach a provider without
+    # `messages` through translation to chat, in the pipeline.
+    operations: ClassVar[frozenset[Operation]] = frozenset(
+        {Operation.chat, Operation.completions, Operation.embeddings}
+    )
 
     def __init__(self, name: str, spec: LLMProviderSpec) -> None:
         self.name = name  # namespace/name: the `provider` metric label

@@ -12,6 +12,7 @@ import hashlib
 from ..resources import LLMProvider, ProviderType
 from .base import Provider
 from .mock import MockProvider
+from .openai_anthropic import AnthropicProvider
 from .openai_azure import AzureOpenAIProvider
 from .openai_openai import OpenAIProvider
 
@@ -22,6 +23,8 @@ def create(name: str, resource: LLMProvider, api_key: str | None) -> Provider:
         return OpenAIProvider(name, spec, api_key)
     if spec.type is ProviderType.AzureOpenAI:
         return AzureOpenAIProvider(name, spec, api_key)
+    if spec.type is ProviderType.Anthropic:
+        return AnthropicProvider(name, spec, api_key)
     if spec.type is ProviderType.Mock:
         return MockProvider(name, spec)
     raise ValueError(f"provider type {spec.type} is not supported yet")
