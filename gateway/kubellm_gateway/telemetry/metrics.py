@@ -6,9 +6,12 @@ cannot use is recorded as "-"), providers are namespace/name, status is a class.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
 
 # 5 ms to 120 s: from a cached refusal to a long reasoning completion.
 LATENCY_BUCKETS = (
@@ -57,6 +60,37 @@ class Call:
     bytes_out: int = 0
     started: float = 0.0  # loop time when the request arrived
     finished: bool = False  # the last response message is being sent
+
+
+class BudgetUsage:
+    """kubellm_limit_usage_ratio: per policy and day/month limit, the largest share of
+    it one user has used in the current window (labels stay bounded: no user).
+
+    Each value belongs to its window and is not exported once that window ends, so
+    the gauge drops at 00:00 UTC even when no request comes to lower it. With Redis
+    each replica sees users' global counts: the max over replicas is the answer.
+    """
+
+    def __init__(self) -> None:
+        self._values: dict[tuple[str, str], tuple[float, float]] = {}  # -> (share, window end)
+
+    def observe(self, policy: str, limit: str, share: float, window_end: float) -> None:
+        old = self._values.get((policy, limit))
+        if old is None or old[1] != window_end or share > old[0]:
+            self._values[policy, limit] = (share, window_end)
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            "kubellm_limit_usage_ratio",
+            "Largest share of a day/month limit used by one user of the policy, this window.",
+            labels=["policy", "limit"],
+        )
+        now = time.time()
+        # Scrapes run on the metrics server's thread: iterate over a copy.
+        for (policy, limit), (share, window_end) in list(self._values.items()):
+            if window_end > now:
+                family.add_metric([policy, limit], share)
+        yield family
 
 
 class Metrics:
@@ -127,6 +161,20 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.rate_limited = Counter(
+            "kubellm_rate_limited",
+            "Requests refused by an AccessPolicy limit, by the limit that refused.",
+            ["policy", "limit"],
+            registry=r,
+        )
+        self.limiter_errors = Counter(
+            "kubellm_limiter_errors",
+            "Limiter calls that failed (backend unreachable), by operation.",
+            ["operation"],
+            registry=r,
+        )
+        self.budget_usage = BudgetUsage()
+        r.register(self.budget_usage)
 
     def record(self, call: Call, seconds: float) -> None:
         if not self.enabled:
