@@ -13,6 +13,9 @@ import pytest
 
 from tests.fakes.upstream import FakeUpstream
 from tests.support.gateway import GatewayProcess, new_key
+from tests.support.kube import KubeAPI, KubeEmulator
+from tests.support.redis import BINARY as REDIS_BINARY
+from tests.support.redis import RedisServer
 
 StartGateway = Callable[..., GatewayProcess]
 
@@ -55,3 +58,28 @@ def start_module_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     yield start
     for process in started:
         process.stop()
+
+
+@pytest.fixture
+def kube() -> Iterator[KubeEmulator]:
+    """A fresh Kubernetes API emulator on 127.0.0.1 with kubellm's CRDs (support/kube.py)."""
+    with KubeEmulator() as emulator:
+        yield emulator
+
+
+@pytest.fixture
+def kube_api(kube: KubeEmulator) -> Iterator[KubeAPI]:
+    """A small HTTP client of `kube`, by kind and name, in namespace default."""
+    api = KubeAPI(kube.url)
+    yield api
+    api.close()
+
+
+@pytest.fixture
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    """A fresh redis-server of our own on a free 127.0.0.1 port (tests/support/redis.py)."""
+    if REDIS_BINARY is None:
+        pytest.skip("redis-server is not installed (apt-get install -y redis-server; .ci/run does)")
+    server = RedisServer(tmp_path_factory.mktemp("redis"))
+    yield server
+    server.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import threading
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI, Request
@@ -12,42 +13,55 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from .api import openai
-from .asgi import Edge, json_response
+from .api import anthropic, openai
+from .asgi import REQUEST_ID_KEY, Edge, json_response
 from .errors import APIError
 from .runtime import Runtime
 from .sources.files import FileSource
+from .sources.kubernetes import KubernetesSource
 
 log = logging.getLogger(__name__)
 
 
-def _error_response(error: APIError) -> Response:
+def _error_response(request: Request, error: APIError) -> Response:
+    if anthropic.VERSION_HEADER in request.headers:  # an anthropic SDK: its error shape
+        body = anthropic.SCHEMA.error_body(error, request.scope[REQUEST_ID_KEY])
+        return Response(body, error.status, error.headers, media_type="application/json")
     return json_response(error.payload(), error.status, error.headers)
 
 
 async def _api_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, APIError)
-    return _error_response(exc)
+    return _error_response(request, exc)
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, HTTPException)
     code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
     message = f"{request.method} {request.url.path}: {exc.detail}"
-    return _error_response(APIError(exc.status_code, message, code=code))
+    return _error_response(request, APIError(exc.status_code, message, code=code))
 
 
 async def _validation_error(request: Request, exc: Exception) -> Response:
-    return _error_response(APIError(400, f"Invalid request: {exc}", code="invalid_request"))
+    return _error_response(
+        request, APIError(400, f"Invalid request: {exc}", code="invalid_request")
+    )
 
 
-def create_app(runtime: Runtime) -> Edge:
+def create_app(runtime: Runtime, stopping: threading.Event) -> Edge:
+    """The app; `stopping` is set on SIGTERM and fails readiness from then on."""
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        source = FileSource(
-            runtime.settings.manifests, runtime.apply, runtime.settings.reload_interval
+        settings = runtime.settings
+        source: FileSource | KubernetesSource
+        if settings.source == "kubernetes":
+            source = KubernetesSource(runtime.apply, settings.namespaces, settings.kubeconfig)
+        else:
+            source = FileSource(settings.manifests, runtime.apply, settings.reload_interval)
+        task = asyncio.create_task(
+            source.run(runtime.ready), name=f"kubellm-{settings.source}-source"
         )
-        task = asyncio.create_task(source.run(runtime.ready), name="kubellm-files-source")
         try:
             yield
         finally:
@@ -75,6 +89,8 @@ def create_app(runtime: Runtime) -> Edge:
 
     @app.get("/readyz")
     async def readyz() -> Response:
+        if stopping.is_set():
+            return json_response({"status": "shutting down"}, 503)
         if not runtime.ready.is_set():
             return json_response({"status": "not ready"}, 503)
         return json_response({"status": "ready", "generation": runtime.snapshot.generation})

@@ -6,16 +6,24 @@ import argparse
 import logging
 import os
 import sys
+import threading
+import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import FrameType
 
 import uvicorn
 import uvloop
 from prometheus_client import start_http_server
+from pydantic import TypeAdapter, ValidationError
 
 from .app import create_app
+from .resources import DNSLabel
 from .runtime import Runtime
 from .settings import Settings
+
+log = logging.getLogger(__name__)
+_NAMESPACE: TypeAdapter[str] = TypeAdapter(DNSLabel)
 
 
 def _flag(
@@ -45,24 +53,65 @@ def _flag(
 def parse_args(argv: Sequence[str] | None = None) -> Settings:
     parser = argparse.ArgumentParser(
         prog="kubellm-gateway",
-        description="OpenAI-compatible LLM gateway serving a folder of kubellm manifests.",
+        description="OpenAI-compatible LLM gateway serving the kubellm resources of a "
+        "Kubernetes cluster or of a folder of manifests.",
     )
     d = Settings(manifests=Path())
-    _flag(parser, "manifests", str, "", "folder of kubellm manifests (required)")
+    # Inside a pod the cluster is the natural source; elsewhere, a folder.
+    in_pod = bool(os.environ.get("KUBERNETES_SERVICE_HOST"))
+    _flag(
+        parser,
+        "source",
+        str,
+        "kubernetes" if in_pod else "files",
+        "where resources come from: kubernetes or files (default kubernetes inside a pod)",
+    )
+    _flag(parser, "manifests", str, "", "folder of kubellm manifests (required with files)")
+    _flag(parser, "namespaces", str, "", "comma-separated namespaces to follow; empty: all")
+    _flag(parser, "kubeconfig", str, "", "kubeconfig file; empty: in-cluster or the default")
     _flag(parser, "host", str, d.host, "address to listen on")
     _flag(parser, "port", int, d.port, "API port")
     _flag(parser, "metrics-port", int, d.metrics_port, "Prometheus /metrics port; 0 disables")
     _flag(parser, "max-body-bytes", int, d.max_body_bytes, "larger request bodies get 413")
     _flag(parser, "reload-interval", float, d.reload_interval, "seconds between folder scans")
     _flag(parser, "log-level", str, d.log_level, "debug, info, warning or error")
+    _flag(
+        parser,
+        "shutdown-delay",
+        int,
+        d.shutdown_delay,
+        "seconds after SIGTERM still serving with /readyz at 503, before the listener closes",
+    )
+    _flag(
+        parser,
+        "shutdown-grace",
+        int,
+        d.shutdown_grace,
+        "seconds requests in flight may take to finish after the listener closes",
+    )
     args = parser.parse_args(argv)
-    if not args.manifests:
-        parser.error("--manifests (or KUBELLM_MANIFESTS) is required: a folder of manifests")
+    if args.source not in ("files", "kubernetes"):
+        parser.error(f"--source {args.source}: expected kubernetes or files")
     manifests = Path(args.manifests)
-    if not manifests.is_dir():
-        parser.error(f"--manifests {manifests}: not a folder")
+    if args.source == "files":
+        if not args.manifests:
+            parser.error("--manifests (or KUBELLM_MANIFESTS) is required: a folder of manifests")
+        if not manifests.is_dir():
+            parser.error(f"--manifests {manifests}: not a folder")
+    namespaces = tuple(n.strip() for n in args.namespaces.split(",") if n.strip())
+    for namespace in namespaces:
+        try:
+            _NAMESPACE.validate_python(namespace)
+        except ValidationError as exc:
+            parser.error(f"--namespaces: {exc.errors()[0]['msg'].removeprefix('Value error, ')}")
+    kubeconfig = Path(args.kubeconfig) if args.kubeconfig else None
+    if kubeconfig is not None and not kubeconfig.is_file():
+        parser.error(f"--kubeconfig {kubeconfig}: no such file")
     if args.log_level not in ("debug", "info", "warning", "error"):
         parser.error(f"--log-level {args.log_level}: expected debug, info, warning or error")
+    for name in ("shutdown_delay", "shutdown_grace"):
+        if getattr(args, name) < 0:
+            parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be 0 or more")
     return Settings(
         manifests=manifests,
         host=args.host,
@@ -71,7 +120,48 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         max_body_bytes=args.max_body_bytes,
         reload_interval=args.reload_interval,
         log_level=args.log_level,
+        shutdown_delay=args.shutdown_delay,
+        shutdown_grace=args.shutdown_grace,
+        source=args.source,
+        namespaces=namespaces,
+        kubeconfig=kubeconfig,
     )
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, with readiness failed before its graceful shutdown starts.
+
+    The first SIGTERM (or SIGINT) sets `stopping`, so /readyz answers 503 while
+    requests are still served for `delay` seconds; then uvicorn closes the
+    listener and gives requests in flight (streams included) its
+    `timeout_graceful_shutdown` to finish before cancelling them. A second signal
+    is uvicorn's own: it stops waiting for the delay (twice SIGINT forces exit).
+    """
+
+    def __init__(self, config: uvicorn.Config, stopping: threading.Event, delay: int) -> None:
+        super().__init__(config)
+        self.stopping = stopping
+        self.delay = delay
+        self.close_at: float | None = None
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if self.close_at is not None:
+            super().handle_exit(sig, frame)
+            return
+        self.stopping.set()
+        self.close_at = time.monotonic() + self.delay
+        log.info(
+            "signal %d: readiness failed; closing the listener in %ds, then up to %ds "
+            "for requests in flight",
+            sig,
+            self.delay,
+            self.config.timeout_graceful_shutdown,
+        )
+
+    async def on_tick(self, counter: int) -> bool:
+        if self.close_at is not None and time.monotonic() >= self.close_at:
+            self.should_exit = True
+        return await super().on_tick(counter)
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -86,8 +176,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         start_http_server(
             settings.metrics_port, addr=settings.host, registry=runtime.metrics.registry
         )
+    stopping = threading.Event()
     config = uvicorn.Config(
-        create_app(runtime),
+        create_app(runtime, stopping),
         host=settings.host,
         port=settings.port,
         loop="none",  # we install uvloop ourselves, below
@@ -97,8 +188,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         log_level=settings.log_level,
         # One worker per pod; scale with replicas (PROTOCOLS.md, "Speed").
         workers=None,
+        timeout_graceful_shutdown=settings.shutdown_grace,
     )
-    uvloop.run(uvicorn.Server(config).serve())
+    uvloop.run(DrainingServer(config, stopping, settings.shutdown_delay).serve())
 
 
 if __name__ == "__main__":

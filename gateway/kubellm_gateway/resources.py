@@ -122,10 +122,15 @@ ModelID = Annotated[
     _matching(_MODEL_ID, 256, "a valid model id (1 to 256 characters, no whitespace)"),
     WithJsonSchema({"type": "string", "maxLength": 256, "pattern": f"^{_MODEL_ID}$"}),
 ]
-NonEmptyStr = Annotated[str, Field(min_length=1)]
+# Every string and list is bounded: the CRD schema inherits the bounds, and the API server
+# needs them to cost CEL rules.
+NonEmptyStr = Annotated[str, Field(min_length=1, max_length=256)]
+LabelValue = Annotated[str, Field(max_length=63)]
 
 
 def _http_url(value: str) -> str:
+    if len(value) > 2048:
+        raise ValueError("URL longer than 2048 characters")
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"{value!r} is not an http or https URL")
@@ -133,7 +138,9 @@ def _http_url(value: str) -> str:
 
 
 HTTPURL = Annotated[
-    str, AfterValidator(_http_url), WithJsonSchema({"type": "string", "pattern": "^https?://"})
+    str,
+    AfterValidator(_http_url),
+    WithJsonSchema({"type": "string", "maxLength": 2048, "pattern": "^https?://"}),
 ]
 
 
@@ -192,10 +199,10 @@ class Condition(BaseModel):
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    type: str = Field(description="Accepted, ResolvedRefs or Ready.")
+    type: str = Field(max_length=316, description="Accepted, ResolvedRefs or Ready.")
     status: Literal["True", "False", "Unknown"] = Field(description="Whether it holds.")
-    reason: str = Field("", description="Machine-readable CamelCase reason.")
-    message: str = Field("", description="Human-readable detail.")
+    reason: str = Field("", max_length=1024, description="Machine-readable CamelCase reason.")
+    message: str = Field("", max_length=32768, description="Human-readable detail.")
     lastTransitionTime: datetime | None = Field(None, description="When status last changed.")
     observedGeneration: int | None = Field(
         None, description="metadata.generation the condition was computed from."
@@ -212,6 +219,7 @@ class Status(BaseModel):
     )
     conditions: list[Condition] = Field(
         [],
+        max_length=8,
         description="Current conditions, one per type.",
         json_schema_extra={"x-kubernetes-list-type": "map", "x-kubernetes-list-map-keys": ["type"]},
     )
@@ -302,7 +310,9 @@ class MockSettings(_Spec):
         0, ge=0, description="Streaming speed; 0 streams as fast as possible."
     )
     text: str | None = Field(
-        None, description="Fixed reply; by default a deterministic reply derived from the request."
+        None,
+        max_length=16384,
+        description="Fixed reply; by default a deterministic reply derived from the request.",
     )
 
 
@@ -426,12 +436,14 @@ class LLMModelSpec(_Spec):
     model: ModelID | None = Field(None, description="Client-facing id; default metadata.name.")
     aliases: Annotated[list[ModelID], AfterValidator(_unique)] = Field(
         [],
+        max_length=32,
         description="Other ids clients may use.",
         json_schema_extra={"x-kubernetes-list-type": "set"},
     )
     capabilities: Annotated[list[Capability], AfterValidator(_unique)] = Field(
         [Capability.chat],
         min_length=1,
+        max_length=len(Capability),
         description="APIs the upstream serves natively; completions on a chat-only model "
         "are converted to chat.",
         json_schema_extra={"x-kubernetes-list-type": "set"},
@@ -462,7 +474,9 @@ class LabelSelectorRequirement(_Spec):
     operator: Literal["In", "NotIn", "Exists", "DoesNotExist"] = Field(
         description="How the label's value relates to values."
     )
-    values: list[str] = Field([], description="Values for In and NotIn; empty otherwise.")
+    values: list[LabelValue] = Field(
+        [], max_length=64, description="Values for In and NotIn; empty otherwise."
+    )
 
     @model_validator(mode="after")
     def _values_fit_operator(self) -> Self:
@@ -484,9 +498,11 @@ class LabelSelectorRequirement(_Spec):
 class LabelSelector(_Spec):
     """Kubernetes label selector; all terms must match and an empty selector matches all."""
 
-    matchLabels: dict[str, str] = Field({}, description="Labels that must be present as given.")
+    matchLabels: dict[str, LabelValue] = Field(
+        {}, max_length=64, description="Labels that must be present as given."
+    )
     matchExpressions: list[LabelSelectorRequirement] = Field(
-        [], description="Set-based requirements."
+        [], max_length=32, description="Set-based requirements."
     )
 
     def matches(self, labels: Mapping[str, str]) -> bool:
@@ -512,7 +528,7 @@ class AccessPolicySpec(_Spec):
         min_length=1, max_length=256, description="Who the policy applies to."
     )
     models: list[NonEmptyStr] = Field(
-        [], description='Model ids or fnmatch-style globs ("claude-*").'
+        [], max_length=256, description='Model ids or fnmatch-style globs ("claude-*").'
     )
     modelSelector: LabelSelector | None = Field(
         None, description="Labels of LLMModels; {} selects every model."
@@ -533,7 +549,9 @@ class APIKeySpec(_Spec):
     """An API key the operator mints into a Secret; only its hash leaves the Secret."""
 
     user: NonEmptyStr | None = Field(None, description="User the key acts as; default the name.")
-    groups: list[NonEmptyStr] = Field([], description="Groups the key is a member of.")
+    groups: list[NonEmptyStr] = Field(
+        [], max_length=64, description="Groups the key is a member of."
+    )
     expiresAt: AwareDatetime | None = Field(
         None, description='Expiry with a time zone, e.g. "2027-01-01T00:00:00Z".'
     )
@@ -545,7 +563,7 @@ class LLMProviderStatus(Status):
     """LLMProvider status, written by the operator."""
 
     discoveredDeployments: list[dict[str, Any]] = Field(
-        [], description="Deployments found through Azure Resource Manager."
+        [], max_length=1024, description="Deployments found through Azure Resource Manager."
     )
 
 
@@ -553,9 +571,19 @@ class APIKeyStatus(Status):
     """APIKey status; the key itself lives only in the Secret."""
 
     keyHash: str | None = Field(
-        None, pattern=r"^sha256:[0-9a-f]{64}$", description='"sha256:" and the hex key digest.'
+        None,
+        max_length=71,
+        pattern=r"^sha256:[0-9a-f]{64}$",
+        description='"sha256:" and the hex key digest.',
     )
-    keyPrefix: str | None = Field(None, description="First characters of the key, to recognize it.")
+    keyPrefix: str | None = Field(
+        None, max_length=16, description="First characters of the key, to recognize it."
+    )
+    rotation: str | None = Field(
+        None,
+        max_length=256,
+        description="The kubellm.io/rotate annotation value the current key was minted for.",
+    )
 
 
 # --- objects --------------------------------------------------------------------------------

@@ -29,7 +29,13 @@ class Runtime:
     async def apply(self, resources: list[Resource], invalid: dict[str, int]) -> None:
         """Build a snapshot off the loop, then swap it in with one assignment."""
         generation = self.snapshot.generation + 1
-        snapshot, left = await asyncio.to_thread(build, resources, self.pool, generation)
+        snapshot, left = await asyncio.to_thread(
+            build,
+            resources,
+            self.pool,
+            generation,
+            keys_from_secrets=self.settings.source == "files",
+        )
         self.snapshot = snapshot
         self.pool.retire(left)
         self.metrics.generation.set(generation)

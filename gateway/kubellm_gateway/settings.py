@@ -15,3 +15,12 @@ class Settings:
     max_body_bytes: int = 10 * 1024 * 1024
     reload_interval: float = 0.25
     log_level: str = "info"
+    # Where resources come from: "files" (the manifests folder) or "kubernetes" (the
+    # cluster, in `namespaces` or cluster-wide when empty; kubeconfig, else in-cluster).
+    source: str = "files"
+    namespaces: tuple[str, ...] = ()
+    kubeconfig: Path | None = None
+    # After SIGTERM: seconds still serving with /readyz at 503, then seconds for requests
+    # in flight to finish before they are cut (cli.DrainingServer).
+    shutdown_delay: int = 0
+    shutdown_grace: int = 30
