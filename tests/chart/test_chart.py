@@ -116,6 +116,12 @@ def operator_rules() -> list[Any]:
             "resources": [f"{kind}/status" for kind in KUBELLM_KINDS],
             "verbs": ["patch"],
         },
+        {
+            "apiGroups": ["kubellm.io"],
+            "resources": ["llmmodels"],
+            "verbs": ["create", "patch", "delete"],
+        },
+        {"apiGroups": ["kubellm.io"], "resources": ["llmproviders"], "verbs": ["patch"]},
         {"apiGroups": [""], "resources": ["secrets"], "verbs": [*READ, "create", "patch"]},
         {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
         {
