@@ -13,14 +13,21 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from .api import anthropic, openai
+from .api import anthropic, kubellm, openai
+from .api.inference import Inference
 from .asgi import REQUEST_ID_KEY, Edge, json_response
 from .errors import APIError
+from .providers.base import Operation
 from .runtime import Runtime
 from .sources.files import FileSource
 from .sources.kubernetes import KubernetesSource
 
 log = logging.getLogger(__name__)
+
+
+def _log_prefetch(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.warning("OIDC keys not fetched at start: %s", task.exception())
 
 
 def _error_response(request: Request, error: APIError) -> Response:
@@ -62,6 +69,11 @@ def create_app(runtime: Runtime, stopping: threading.Event) -> Edge:
         task = asyncio.create_task(
             source.run(runtime.ready), name=f"kubellm-{settings.source}-source"
         )
+        if runtime.verifier is not None:
+            # Keys fetched ahead so the first requests do not wait; failures are retried
+            # on demand by the verifier itself.
+            prefetch = asyncio.create_task(runtime.verifier.prefetch(), name="kubellm-oidc-keys")
+            prefetch.add_done_callback(_log_prefetch)
         try:
             yield
         finally:
@@ -80,8 +92,14 @@ def create_app(runtime: Runtime, stopping: threading.Event) -> Edge:
     app.add_exception_handler(APIError, _api_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
-    inference = openai.inference_endpoints(runtime)
+    inference = {
+        "/v1/chat/completions": Inference(runtime, Operation.chat, openai.SCHEMA),
+        "/v1/completions": Inference(runtime, Operation.completions, openai.SCHEMA),
+        "/v1/embeddings": Inference(runtime, Operation.embeddings, openai.SCHEMA),
+        "/v1/messages": Inference(runtime, Operation.messages, anthropic.SCHEMA),
+    }
     app.include_router(openai.router(runtime, inference))
+    app.include_router(kubellm.router(runtime, runtime.verifier, runtime.limiter))
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

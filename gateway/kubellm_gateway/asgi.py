@@ -25,6 +25,7 @@ SSE_HEADERS: RawHeaders = [
     (b"x-accel-buffering", b"no"),
 ]
 REQUEST_ID_KEY = "kubellm.request_id"
+SENT_KEY = "kubellm.sent"  # [bytes of response body sent so far], for the access log
 
 
 class ClientGone(Exception):
@@ -135,10 +136,13 @@ class Edge:
             else os.urandom(12).hex().encode()
         )
         scope[REQUEST_ID_KEY] = rid.decode()
+        sent = scope[SENT_KEY] = [0]
 
         async def send_with_id(message: Message) -> None:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", ()), (b"x-request-id", rid)]
+            else:
+                sent[0] += len(message.get("body", b""))
             await send(message)
 
         endpoint = self.fast_lane.get(scope["path"]) if scope["method"] == "POST" else None

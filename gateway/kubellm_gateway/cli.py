@@ -5,10 +5,9 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -21,13 +20,18 @@ from .app import create_app
 from .resources import DNSLabel
 from .runtime import Runtime
 from .settings import Settings
+from .telemetry import logs
 
 log = logging.getLogger(__name__)
 _NAMESPACE: TypeAdapter[str] = TypeAdapter(DNSLabel)
 
 
 def _flag(
-    parser: argparse.ArgumentParser, name: str, kind: type, default: object, doc: str
+    parser: argparse.ArgumentParser,
+    name: str,
+    kind: Callable[[str], object],
+    default: object,
+    doc: str,
 ) -> None:
     """`--name`, defaulting to $KUBELLM_NAME: the variable is derived, never forgotten."""
     variable = "KUBELLM_" + name.upper().replace("-", "_")
@@ -48,6 +52,19 @@ def _flag(
         default=os.environ.get(variable, default),
         help=f"{doc} [{variable}; default {default}]",
     )
+
+
+def boolean(text: str) -> bool:
+    value = text.strip().lower()
+    if value in ("true", "1", "yes", "on"):
+        return True
+    if value in ("false", "0", "no", "off"):
+        return False
+    raise ValueError(text)
+
+
+def _listed(text: str) -> tuple[str, ...]:
+    return tuple(item.strip() for item in text.split(",") if item.strip())
 
 
 def parse_args(argv: Sequence[str] | None = None) -> Settings:
@@ -89,6 +106,29 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         d.shutdown_grace,
         "seconds requests in flight may take to finish after the listener closes",
     )
+    _flag(parser, "oidc-issuer", str, "", "OIDC issuer URLs, comma-separated; empty: no OIDC")
+    _flag(parser, "oidc-audience", str, "", "the audience tokens must carry (with issuers)")
+    _flag(parser, "oidc-username-claim", str, d.oidc_username_claim, "claim naming the user")
+    _flag(
+        parser,
+        "oidc-groups-claim",
+        str,
+        ",".join(d.oidc_groups_claims),
+        "dotted claim paths holding groups, comma-separated (e.g. realm_access.roles)",
+    )
+    _flag(parser, "oidc-leeway", float, d.oidc_leeway, "seconds of clock skew tolerated")
+    _flag(parser, "redis-url", str, d.redis_url, "Redis for limits across replicas")
+    _flag(
+        parser,
+        "limits-on-redis-error",
+        str,
+        d.limits_on_redis_error,
+        "allow or deny requests while Redis is unreachable",
+    )
+    _flag(parser, "otel", boolean, d.otel, "export traces by OTLP (or set OTEL_* variables)")
+    _flag(parser, "metrics-per-user", boolean, d.metrics_per_user, "add a user label")
+    _flag(parser, "log-format", str, d.log_format, "text or json")
+    _flag(parser, "access-log", boolean, d.access_log, "one line per request")
     args = parser.parse_args(argv)
     if args.source not in ("files", "kubernetes"):
         parser.error(f"--source {args.source}: expected kubernetes or files")
@@ -112,6 +152,13 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
     for name in ("shutdown_delay", "shutdown_grace"):
         if getattr(args, name) < 0:
             parser.error(f"--{name.replace('_', '-')} {getattr(args, name)}: must be 0 or more")
+    issuers = _listed(args.oidc_issuer)
+    if issuers and not args.oidc_audience:
+        parser.error("--oidc-issuer needs --oidc-audience (KUBELLM_OIDC_AUDIENCE)")
+    if args.limits_on_redis_error not in ("allow", "deny"):
+        parser.error(f"--limits-on-redis-error {args.limits_on_redis_error}: allow or deny")
+    if args.log_format not in ("text", "json"):
+        parser.error(f"--log-format {args.log_format}: expected text or json")
     return Settings(
         manifests=manifests,
         host=args.host,
@@ -125,6 +172,17 @@ def parse_args(argv: Sequence[str] | None = None) -> Settings:
         source=args.source,
         namespaces=namespaces,
         kubeconfig=kubeconfig,
+        oidc_issuers=issuers,
+        oidc_audience=args.oidc_audience,
+        oidc_username_claim=args.oidc_username_claim,
+        oidc_groups_claims=_listed(args.oidc_groups_claim),
+        oidc_leeway=args.oidc_leeway,
+        redis_url=args.redis_url,
+        limits_on_redis_error=args.limits_on_redis_error,
+        otel=args.otel,
+        metrics_per_user=args.metrics_per_user,
+        log_format=args.log_format,
+        access_log=args.access_log,
     )
 
 
@@ -166,11 +224,9 @@ class DrainingServer(uvicorn.Server):
 
 def main(argv: Sequence[str] | None = None) -> None:
     settings = parse_args(argv)
-    logging.basicConfig(
-        level=settings.log_level.upper(),
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-    )
+    logs.configure(settings.log_level, settings.log_format)
+    if not settings.access_log:
+        logs.ACCESS.setLevel(logging.WARNING)
     runtime = Runtime(settings)
     if settings.metrics_port:
         start_http_server(

@@ -34,6 +34,7 @@ from .providers.sse import DONE
 from .resources import Pricing, RetrySpec
 from .routing import ModelEntry, Route
 from .telemetry.metrics import Call, Metrics
+from .telemetry.tracing import AttemptTrace
 
 log = logging.getLogger(__name__)
 
@@ -219,8 +220,10 @@ class Codec(ABC):
     def error_event(self, error: APIError) -> bytes:
         """The last event of a stream that broke."""
 
-    def account(self, usage: Any) -> None:
-        """Tokens from OpenAI-shaped usage."""
+    def account(self, usage: Any, model: Any = None) -> None:
+        """Tokens from OpenAI-shaped usage, and the model the upstream says answered."""
+        if isinstance(model, str):
+            self.call.response_model = model
         if isinstance(usage, dict):
             self.call.input_tokens = int(usage.get("prompt_tokens") or 0)
             self.call.output_tokens = int(usage.get("completion_tokens") or 0)
@@ -243,7 +246,7 @@ class OpenAIRelay(Codec):
     def response(self, data: bytes) -> bytes:
         parsed = _json_object(data)
         if isinstance(parsed, dict):
-            self.account(parsed.get("usage"))
+            self.account(parsed.get("usage"), parsed.get("model"))
         return data
 
     def events(self, batch: list[bytes]) -> tuple[bytes, bool]:
@@ -255,7 +258,7 @@ class OpenAIRelay(Codec):
             chunk: dict[str, Any] | None = None
             if _USAGE.search(payload):
                 chunk = orjson.loads(payload)
-                self.account(chunk.get("usage"))
+                self.account(chunk.get("usage"), chunk.get("model"))
                 if not chunk.get("choices") and not self.wants_usage:
                     continue  # usage was asked for on the client's behalf: not its to see
             parts.append(b"data: " + payload + b"\n\n")
@@ -280,7 +283,7 @@ class CompletionsFromChat(OpenAIRelay):
         parsed = _json_object(data)
         if not isinstance(parsed, dict):
             return data
-        self.account(parsed.get("usage"))
+        self.account(parsed.get("usage"), parsed.get("model"))
         return orjson.dumps(completion_response(parsed))
 
     def events(self, batch: list[bytes]) -> tuple[bytes, bool]:
@@ -357,7 +360,7 @@ class AnthropicFromOpenAI(Codec):
             raise APIError(
                 502, "The upstream answered without a chat completion.", type="server_error"
             )
-        self.account(parsed.get("usage"))
+        self.account(parsed.get("usage"), parsed.get("model"))
         return orjson.dumps(anthropic_openai.message_response(parsed))
 
     def events(self, batch: list[bytes]) -> tuple[bytes, bool]:
@@ -385,7 +388,9 @@ class Proxy:
         codecs: CodecChoice,
         send: Send,
     ) -> None:
-        route, codec, exchange, batches, first = await self._open(call, entry, codecs, body)
+        route, codec, exchange, batches, first, attempt = await self._open(
+            call, entry, codecs, body
+        )
         provider = route.provider
         try:
             if batches is not None:
@@ -399,10 +404,19 @@ class Proxy:
             await exchange.aclose()
             provider.inflight -= 1
             self.pool.release_if_idle(provider)
+            if attempt is not None:
+                attempt.end(call.error)
 
     async def _open(
         self, call: Call, entry: ModelEntry, codecs: CodecChoice, body: dict[str, Any]
-    ) -> tuple[Route, Codec, Exchange, AsyncIterator[list[bytes]] | None, list[bytes] | bytes]:
+    ) -> tuple[
+        Route,
+        Codec,
+        Exchange,
+        AsyncIterator[list[bytes]] | None,
+        list[bytes] | bytes,
+        AttemptTrace | None,
+    ]:
         failures: dict[int, UpstreamFailure] = {}
         last: UpstreamFailure | None = None
         for route, retry_round in plan(entry):
@@ -420,17 +434,25 @@ class Proxy:
             upstream_body = codec.request(body)  # a 400 here is the client's, not an attempt
             call.attempts += 1
             call.provider = provider.name
+            forward = {"x-request-id": call.request_id}
+            attempt = None
+            if call.trace is not None:
+                attempt = call.trace.attempt(provider.spec.type.value, provider.name, route.model)
+                forward.update(attempt.headers())
+            if call.overhead is None:
+                call.overhead = asyncio.get_running_loop().time() - call.started
             provider.inflight += 1
             try:
                 async with asyncio.timeout(provider.spec.timeouts.firstByte):
                     exchange = await provider.open(
-                        codec.op, upstream_body, route.model, call.stream, call.request_id
+                        codec.op, upstream_body, route.model, call.stream, forward
                     )
                     try:
                         if call.stream:
                             batches = exchange.batches()
-                            return route, codec, exchange, batches, await anext(batches)
-                        return route, codec, exchange, None, await exchange.read()
+                            first = await anext(batches)
+                            return route, codec, exchange, batches, first, attempt
+                        return route, codec, exchange, None, await exchange.read(), attempt
                     except BaseException:
                         await exchange.aclose()
                         raise
@@ -438,6 +460,8 @@ class Proxy:
                 provider.inflight -= 1
                 self.pool.release_if_idle(provider)
                 last = failures[id(route)] = _failure(exc)
+                if attempt is not None:
+                    attempt.end(last.metric_reason)
                 self.metrics.upstream_errors.labels(provider.name, last.metric_reason).inc()
                 log.warning(
                     "attempt %d of request %s on %s (%s) failed: %s",
@@ -452,6 +476,8 @@ class Proxy:
             except BaseException:
                 provider.inflight -= 1
                 self.pool.release_if_idle(provider)
+                if attempt is not None:
+                    attempt.end("cancelled")
                 raise
         raise exhausted(last, call)
 
@@ -485,6 +511,8 @@ class Proxy:
                     if out:
                         if call.ttft is None:
                             call.ttft = loop.time() - call.started
+                            if call.trace is not None:
+                                call.trace.first_token()
                         await send({"type": "http.response.body", "body": out, "more_body": True})
                     deadline.reschedule(loop.time() + idle)
                     try:

@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from .auth.oidc import OIDCSettings, OIDCVerifier
+from .limits import create_limiter
 from .providers.pool import ProviderPool
 from .proxy import Proxy
 from .resources import Resource
 from .routing import EMPTY, Snapshot, build
 from .settings import Settings
 from .telemetry.metrics import Metrics
+from .telemetry.tracing import Tracing, otlp_provider, wanted
 
 log = logging.getLogger(__name__)
 
@@ -20,7 +23,28 @@ KINDS = ("LLMProvider", "LLMModel", "AccessPolicy", "APIKey", "Secret")
 class Runtime:
     def __init__(self, settings: Settings, metrics: Metrics | None = None) -> None:
         self.settings = settings
-        self.metrics = metrics or Metrics(enabled=settings.metrics_port != 0)
+        self.metrics = metrics or Metrics(
+            enabled=settings.metrics_port != 0, per_user=settings.metrics_per_user
+        )
+        self.verifier = (
+            OIDCVerifier(
+                OIDCSettings(
+                    issuers=settings.oidc_issuers,
+                    audience=settings.oidc_audience,
+                    username_claim=settings.oidc_username_claim,
+                    groups_claims=settings.oidc_groups_claims,
+                    leeway=settings.oidc_leeway,
+                )
+            )
+            if settings.oidc_issuers
+            else None
+        )
+        self.limiter = create_limiter(
+            self.metrics,
+            settings.redis_url or None,
+            "deny" if settings.limits_on_redis_error == "deny" else "allow",
+        )
+        self.tracing = Tracing(otlp_provider() if wanted(settings.otel) else None)
         self.pool = ProviderPool()
         self.proxy = Proxy(self.pool, self.metrics)
         self.snapshot: Snapshot = EMPTY  # replaced whole, never mutated: requests read it once
@@ -53,3 +77,7 @@ class Runtime:
 
     async def aclose(self) -> None:
         await self.pool.aclose()
+        await self.limiter.aclose()
+        if self.verifier is not None:
+            await self.verifier.aclose()
+        await self.tracing.shutdown()

@@ -24,3 +24,17 @@ class Settings:
     # in flight to finish before they are cut (cli.DrainingServer).
     shutdown_delay: int = 0
     shutdown_grace: int = 30
+    # OIDC access tokens (auth/oidc.py): off without issuers.
+    oidc_issuers: tuple[str, ...] = ()
+    oidc_audience: str = ""
+    oidc_username_claim: str = "preferred_username"
+    oidc_groups_claims: tuple[str, ...] = ("groups",)
+    oidc_leeway: float = 30.0
+    # Limits (limits/): in-process without a Redis URL.
+    redis_url: str = ""
+    limits_on_redis_error: str = "allow"
+    # Telemetry.
+    otel: bool = False
+    metrics_per_user: bool = False
+    log_format: str = "text"
+    access_log: bool = True

@@ -483,7 +483,12 @@ def test_models_in_anthropic_shape(client: anthropic.Anthropic, gateway: Gateway
 
 
 def output_tokens(gateway: GatewayProcess, model_id: str, provider_name: str) -> float:
-    labels = {"model": model_id, "operation": "messages", "provider": provider_name}
+    labels = {
+        "model": model_id,
+        "operation": "messages",
+        "provider": provider_name,
+        "policy": "default/testers",
+    }
     return sum(
         sample.value
         for family in text_string_to_metric_families(gateway.metrics())
@@ -503,7 +508,8 @@ def test_metrics_say_messages(
     assert output_tokens(gateway, model_id, f"default/{provider_name}") - before == 10
     assert (
         f'kubellm_requests_total{{model="{model_id}",operation="messages",'
-        f'provider="default/{provider_name}",status="200",status_class="2xx"}}'
+        f'policy="default/testers",provider="default/{provider_name}",status="200",'
+        f'status_class="2xx"}}'
     ) in gateway.metrics()
 
 

@@ -552,7 +552,9 @@ def test_tokens_and_cost_are_counted(client: openai.OpenAI, gateway: GatewayProc
     client.chat.completions.create(model="claude", messages=[{"role": "user", "content": "a b"}])
     metrics = gateway.metrics()
     assert (
-        'kubellm_tokens_total{model="claude",operation="chat",provider="default/claude",'
-        'type="input"}'
+        'kubellm_tokens_total{model="claude",operation="chat",policy="default/testers",'
+        'provider="default/claude",type="input"}'
     ) in metrics
-    assert 'kubellm_cost_usd_total{model="claude",provider="default/claude"}' in metrics
+    assert (
+        'kubellm_cost_usd_total{model="claude",policy="default/testers",provider="default/claude"}'
+    ) in metrics

@@ -16,6 +16,7 @@ from kubellm_gateway.errors import APIError
 from kubellm_gateway.providers.base import (
     Exchange,
     FailureReason,
+    Headers,
     Operation,
     Provider,
     UpstreamFailure,
@@ -51,12 +52,13 @@ def anthropic_provider(**anthropic: Any) -> AnthropicProvider:
 def test_provider_sends_its_key_and_pinned_version_never_a_bearer() -> None:
     provider = anthropic_provider()
     assert provider.url(Operation.chat, "claude-x") == "https://claude.example/v1/messages"
-    assert provider.headers("rid") == {
+    assert provider.headers({"x-request-id": "rid"}) == {
+        "x-request-id": "rid",
         "content-type": "application/json",
         "anthropic-version": "2023-06-01",
         "x-api-key": "sk-ant-test",
     }
-    assert anthropic_provider(version="2026-10-21").headers("rid")["anthropic-version"] == (
+    assert anthropic_provider(version="2026-10-21").headers({})["anthropic-version"] == (
         "2026-10-21"
     )
 
@@ -79,7 +81,7 @@ def test_provider_payloads() -> None:
 @pytest.mark.parametrize("op", [Operation.embeddings, Operation.completions])
 async def test_provider_refuses_what_anthropic_has_no_api_for(op: Operation) -> None:
     with pytest.raises(APIError) as caught:
-        await anthropic_provider().open(op, {"model": "c", "input": "x"}, "claude-x", False, "r")
+        await anthropic_provider().open(op, {"model": "c", "input": "x"}, "claude-x", False, {})
     assert caught.value.status == 400
     assert f"Anthropic has no {op.value} API" in caught.value.message
 
@@ -282,7 +284,7 @@ class Scripted(Provider):
         self.calls = 0
 
     async def open(
-        self, op: Operation, body: dict[str, Any], model: str, stream: bool, request_id: str
+        self, op: Operation, body: dict[str, Any], model: str, stream: bool, forward: Headers
     ) -> Exchange:
         self.calls += 1
         if self.failures:

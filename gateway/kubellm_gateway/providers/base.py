@@ -8,11 +8,14 @@ pipeline above never knows which backend it talks to.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from enum import StrEnum
 from typing import Any, ClassVar
 
 from ..resources import LLMProviderSpec
+
+# Headers the gateway sends on to the upstream: x-request-id, and traceparent when traced.
+Headers = Mapping[str, str]
 
 
 class Operation(StrEnum):
@@ -106,7 +109,7 @@ class Provider(ABC):
 
     @abstractmethod
     async def open(
-        self, op: Operation, body: dict[str, Any], model: str, stream: bool, request_id: str
+        self, op: Operation, body: dict[str, Any], model: str, stream: bool, forward: Headers
     ) -> Exchange:
         """Send the request; return once the upstream answered success (else raise)."""
 

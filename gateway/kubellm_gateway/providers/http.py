@@ -19,7 +19,7 @@ import aiohttp
 import orjson
 
 from ..resources import LLMProviderSpec
-from .base import Exchange, FailureReason, Operation, Provider, UpstreamFailure
+from .base import Exchange, FailureReason, Headers, Operation, Provider, UpstreamFailure
 from .sse import SSEError, SSEParser
 
 MAX_ERROR_BODY = 64 * 1024
@@ -110,7 +110,8 @@ class HTTPProvider(Provider):
     def url(self, op: Operation, model: str) -> str: ...
 
     @abstractmethod
-    def headers(self, request_id: str) -> dict[str, str]: ...
+    def headers(self, forward: Headers) -> dict[str, str]:
+        """The upstream request's headers: content type, credentials and `forward`."""
 
     @abstractmethod
     def payload(self, op: Operation, body: dict[str, Any], model: str, stream: bool) -> bytes: ...
@@ -131,13 +132,13 @@ class HTTPProvider(Provider):
         return self._session
 
     async def open(
-        self, op: Operation, body: dict[str, Any], model: str, stream: bool, request_id: str
+        self, op: Operation, body: dict[str, Any], model: str, stream: bool, forward: Headers
     ) -> Exchange:
         try:
             response = await self.session().post(
                 self.url(op, model),
                 data=self.payload(op, body, model, stream),
-                headers=self.headers(request_id),
+                headers=self.headers(forward),
             )
         except aiohttp.ServerTimeoutError as exc:
             raise UpstreamFailure(FailureReason.timeout, f"connect timeout: {exc}") from None

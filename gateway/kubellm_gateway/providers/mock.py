@@ -18,7 +18,7 @@ from typing import Any
 import orjson
 
 from ..resources import LLMProviderSpec
-from .base import Exchange, Operation, Provider
+from .base import Exchange, Headers, Operation, Provider
 
 EMBEDDING_DIMENSIONS = 16
 
@@ -165,7 +165,7 @@ class MockExchange(Exchange):
 
 class MockProvider(Provider):
     async def open(
-        self, op: Operation, body: dict[str, Any], model: str, stream: bool, request_id: str
+        self, op: Operation, body: dict[str, Any], model: str, stream: bool, forward: Headers
     ) -> Exchange:
         settings = self.spec.mock
         if settings is not None and settings.latency > 0:

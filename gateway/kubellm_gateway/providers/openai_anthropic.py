@@ -23,7 +23,7 @@ from ..errors import bad_request
 from ..resources import AnthropicSettings, LLMProviderSpec
 from . import anthropic_wire as wire
 from .anthropic_request import messages_request
-from .base import Exchange, FailureReason, Operation, UpstreamFailure
+from .base import Exchange, FailureReason, Headers, Operation, UpstreamFailure
 from .http import HTTPProvider
 
 # What a malformed upstream body raises in translation (JSONDecodeError is a ValueError):
@@ -297,8 +297,12 @@ class AnthropicProvider(HTTPProvider):
     def url(self, op: Operation, model: str) -> str:
         return self.spec.base_url + "/v1/messages"
 
-    def headers(self, request_id: str) -> dict[str, str]:
-        headers = {"content-type": "application/json", "anthropic-version": self._version}
+    def headers(self, forward: Headers) -> dict[str, str]:
+        headers = {
+            **forward,
+            "content-type": "application/json",
+            "anthropic-version": self._version,
+        }
         if self._api_key:
             headers["x-api-key"] = self._api_key
         return headers
@@ -309,7 +313,7 @@ class AnthropicProvider(HTTPProvider):
         return orjson.dumps(messages_request(body, model, stream, self._max_tokens))
 
     async def open(
-        self, op: Operation, body: dict[str, Any], model: str, stream: bool, request_id: str
+        self, op: Operation, body: dict[str, Any], model: str, stream: bool, forward: Headers
     ) -> Exchange:
         if op not in self.operations:
             raise bad_request(
@@ -317,7 +321,7 @@ class AnthropicProvider(HTTPProvider):
                 "among its capabilities."
             )
         try:
-            exchange = await super().open(op, body, model, stream, request_id)
+            exchange = await super().open(op, body, model, stream, forward)
         except UpstreamFailure as failure:
             raise openai_failure(failure) from None
         if op is Operation.messages:

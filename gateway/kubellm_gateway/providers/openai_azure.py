@@ -9,7 +9,7 @@ from urllib.parse import quote
 import orjson
 
 from ..resources import LLMProviderSpec
-from .base import PATHS, Exchange, FailureReason, Operation, UpstreamFailure
+from .base import PATHS, Exchange, FailureReason, Headers, Operation, UpstreamFailure
 from .entra import COGNITIVE_SERVICES_SCOPE, ClientCredentials, EntraError, EntraTokenSource
 from .http import EventFilter, HTTPProvider
 from .openai_openai import with_usage_requested
@@ -65,7 +65,7 @@ class AzureOpenAIProvider(HTTPProvider):
             self._entra = EntraTokenSource(credentials, COGNITIVE_SERVICES_SCOPE, self.session)
 
     async def open(
-        self, op: Operation, body: dict[str, Any], model: str, stream: bool, request_id: str
+        self, op: Operation, body: dict[str, Any], model: str, stream: bool, forward: Headers
     ) -> Exchange:
         if self._entra is not None:
             try:
@@ -73,7 +73,7 @@ class AzureOpenAIProvider(HTTPProvider):
                 self._bearer = await self._entra.token()
             except EntraError as exc:
                 raise UpstreamFailure(FailureReason.credentials, str(exc)) from None
-        return await super().open(op, body, model, stream, request_id)
+        return await super().open(op, body, model, stream, forward)
 
     def url(self, op: Operation, model: str) -> str:
         azure = self.spec.azure
@@ -83,8 +83,8 @@ class AzureOpenAIProvider(HTTPProvider):
             f"?api-version={quote(version, safe='')}"
         )
 
-    def headers(self, request_id: str) -> dict[str, str]:
-        headers = {"content-type": "application/json", "x-request-id": request_id}
+    def headers(self, forward: Headers) -> dict[str, str]:
+        headers = {"content-type": "application/json", **forward}
         if self._bearer is not None:
             headers["authorization"] = f"Bearer {self._bearer}"
         elif self._api_key:

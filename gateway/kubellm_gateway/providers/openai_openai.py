@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from .base import PATHS, Operation
+from .base import PATHS, Headers, Operation
 from .http import HTTPProvider
 
 
@@ -32,8 +32,8 @@ class OpenAIProvider(HTTPProvider):
     def url(self, op: Operation, model: str) -> str:
         return self.spec.base_url + PATHS[op]
 
-    def headers(self, request_id: str) -> dict[str, str]:
-        headers = {"content-type": "application/json", "x-request-id": request_id}
+    def headers(self, forward: Headers) -> dict[str, str]:
+        headers = {"content-type": "application/json", **forward}
         if self._api_key:
             headers["authorization"] = f"Bearer {self._api_key}"
         return headers

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
+from .tracing import RequestTrace
+
 # 5 ms to 120 s: from a cached refusal to a long reasoning completion.
 LATENCY_BUCKETS = (
     0.005,
@@ -31,6 +33,16 @@ LATENCY_BUCKETS = (
     60,
     120,
 )
+
+
+# The gateway's own share: tens of microseconds to a few milliseconds.
+OVERHEAD_BUCKETS = (
+    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+)  # fmt: skip
+# GenAI semantic conventions' token-usage boundaries (powers of 4).
+TOKEN_BUCKETS = (
+    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
+)  # fmt: skip
 
 
 def status_class(status: int) -> str:
@@ -58,6 +70,9 @@ class Call:
     policy: str = "-"
     error: str | None = None  # the error code sent, if any
     bytes_out: int = 0
+    response_model: str | None = None  # the model the upstream says answered
+    overhead: float | None = None  # seconds from arrival to the first upstream request
+    trace: RequestTrace | None = None  # when tracing is on
     started: float = 0.0  # loop time when the request arrived
     finished: bool = False  # the last response message is being sent
 
@@ -94,14 +109,23 @@ class BudgetUsage:
 
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None, *, enabled: bool = True) -> None:
+    def __init__(
+        self,
+        registry: CollectorRegistry | None = None,
+        *,
+        enabled: bool = True,
+        per_user: bool = False,
+    ) -> None:
         self.enabled = enabled  # off (no metrics port): requests record nothing
+        # A user label multiplies series by users: only when the operator asks for it.
+        self.per_user = per_user
+        user = ["user"] if per_user else []
         self.registry = registry or CollectorRegistry()
         r = self.registry
         self.requests = Counter(
             "kubellm_requests",
             "Requests served, by outcome.",
-            ["operation", "model", "provider", "status_class", "status"],
+            ["operation", "model", "provider", "policy", "status_class", "status", *user],
             registry=r,
         )
         self.duration = Histogram(
@@ -118,21 +142,36 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=r,
         )
+        self.overhead = Histogram(
+            "kubellm_gateway_overhead_seconds",
+            "The gateway's own time: from request received to upstream request sent.",
+            ["operation"],
+            buckets=OVERHEAD_BUCKETS,
+            registry=r,
+        )
+        self.token_usage = Histogram(
+            "gen_ai_client_token_usage",
+            "Tokens per request, by type (input, output).",
+            ["operation", "model", "type"],
+            buckets=TOKEN_BUCKETS,
+            registry=r,
+        )
         self.tokens = Counter(
             "kubellm_tokens",
             "Tokens counted from upstream usage.",
-            ["operation", "model", "provider", "type"],
+            ["operation", "model", "provider", "policy", "type", *user],
             registry=r,
         )
         self.cost = Counter(
             "kubellm_cost_usd",
             "Cost in USD from each model's pricing.",
-            ["model", "provider"],
+            ["model", "provider", "policy", *user],
             registry=r,
         )
         self.upstream_errors = Counter(
             "kubellm_upstream_errors",
-            "Failed upstream attempts.",
+            "Failed upstream attempts, by reason: connect, timeout, protocol, credentials, "
+            "429, 4xx, 5xx.",
             ["provider", "reason"],
             registry=r,
         )
@@ -179,22 +218,22 @@ class Metrics:
     def record(self, call: Call, seconds: float) -> None:
         if not self.enabled:
             return
+        op, model, provider, policy = call.operation, call.model, call.provider, call.policy
+        user = (call.user,) if self.per_user else ()
         sc = status_class(call.status)
-        self.requests.labels(call.operation, call.model, call.provider, sc, str(call.status)).inc()
-        self.duration.labels(call.operation, call.model, sc).observe(seconds)
+        self.requests.labels(op, model, provider, policy, sc, str(call.status), *user).inc()
+        self.duration.labels(op, model, sc).observe(seconds)
         if call.ttft is not None:
-            self.ttft.labels(call.operation, call.model).observe(call.ttft)
-        if call.input_tokens:
-            self.tokens.labels(call.operation, call.model, call.provider, "input").inc(
-                call.input_tokens
-            )
-        if call.output_tokens:
-            self.tokens.labels(call.operation, call.model, call.provider, "output").inc(
-                call.output_tokens
-            )
+            self.ttft.labels(op, model).observe(call.ttft)
+        if call.overhead is not None:
+            self.overhead.labels(op).observe(call.overhead)
+        for kind, count in (("input", call.input_tokens), ("output", call.output_tokens)):
+            if count:
+                self.tokens.labels(op, model, provider, policy, kind, *user).inc(count)
+                self.token_usage.labels(op, model, kind).observe(count)
         if call.cost:
-            self.cost.labels(call.model, call.provider).inc(call.cost)
+            self.cost.labels(model, provider, policy, *user).inc(call.cost)
         if call.attempts > 1 and call.status < 400:
-            self.fallbacks.labels(call.model).inc()
+            self.fallbacks.labels(model).inc()
         if call.disconnected:
-            self.disconnects.labels(call.operation, call.model).inc()
+            self.disconnects.labels(op, model).inc()
