@@ -240,8 +240,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         loop="none",  # we install uvloop ourselves, below
         http="httptools",
         lifespan="on",
-        access_log=False,
+        access_log=False,  # ours is kubellm.access, with what uvicorn cannot know
         log_level=settings.log_level,
+        log_config=None,  # uvicorn's loggers go through ours: one format for every line
         # One worker per pod; scale with replicas (PROTOCOLS.md, "Speed").
         workers=None,
         timeout_graceful_shutdown=settings.shutdown_grace,

@@ -504,15 +504,16 @@ class Proxy:
             async with asyncio.timeout(None) as deadline:
                 while True:
                     out, done = codec.events(batch)
+                    # Before the end check: a short stream can arrive in one read.
+                    if out and call.ttft is None:
+                        call.ttft = loop.time() - call.started
+                        if call.trace is not None:
+                            call.trace.first_token()
                     if done:
                         call.finished = True
                         await send({"type": "http.response.body", "body": out})
                         return
                     if out:
-                        if call.ttft is None:
-                            call.ttft = loop.time() - call.started
-                            if call.trace is not None:
-                                call.trace.first_token()
                         await send({"type": "http.response.body", "body": out, "more_body": True})
                     deadline.reschedule(loop.time() + idle)
                     try:
