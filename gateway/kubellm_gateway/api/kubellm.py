@@ -23,9 +23,10 @@ from ..runtime import Runtime
 
 
 def _iso(timestamp: float) -> str:
-    return (
-        datetime.fromtimestamp(timestamp, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-    )
+    # Rounded, not truncated: now + resets_in lands a float hair before a window's end,
+    # and a day window must read 00:00:00, not 23:59:59.
+    moment = datetime.fromtimestamp(round(timestamp), UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _amount(limit: Limit, value: float) -> float | int:
