@@ -5,11 +5,14 @@
 - `quiet`: metrics off (`--metrics-port 0`: nothing recorded), tracing off;
 - `metrics`: the default (Prometheus on), tracing off;
 - `traced`: metrics on, tracing on, exporting by OTLP/HTTP to a local collector stand-in
-  that accepts and discards every batch.
+  that accepts and discards every batch;
+- `sampled-10%`, `sampled-1%`: the same, with the standard ratio sampler
+  (`OTEL_TRACES_SAMPLER=parentbased_traceidratio`, `OTEL_TRACES_SAMPLER_ARG` 0.1 or 0.01).
 Each serves the fast upstream at 64 concurrent clients, plain and streaming, in rotating
 rounds. Reported per variant: req/s, p99, CPU per request; and the cost of metrics
-(`metrics` vs `quiet`) and of tracing (`traced` vs `metrics`) in throughput and CPU, as
-medians of per-round ratios. Targets: metrics under 3 %, tracing under 10 % of throughput.
+(`metrics` vs `quiet`) and of tracing (`traced`, `sampled-*` vs `metrics`) in throughput
+and CPU, as medians of per-round ratios. Targets: metrics under 3 %, tracing under 10 % of
+throughput.
 """
 
 import argparse
@@ -26,7 +29,8 @@ from bench import processes
 from bench.run import MANIFESTS, SCENARIOS, Server, run_scenario, start
 from bench.serving import serve
 
-VARIANTS = ("quiet", "metrics", "traced")
+VARIANTS = ("quiet", "metrics", "traced", "sampled-10%", "sampled-1%")
+SAMPLED = {"sampled-10%": "0.1", "sampled-1%": "0.01"}
 
 
 async def _discard(request: web.BaseRequest) -> web.StreamResponse:
@@ -67,8 +71,11 @@ def start_variants(workdir: Path, api_key: str) -> dict[str, Server]:
         command = [*module, "kubellm_gateway.cli", "--manifests", str(manifests)]
         command += ["--port", str(port), "--metrics-port", metrics]
         env = {}
-        if variant == "traced":
+        if variant == "traced" or variant in SAMPLED:
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{collector}"
+        if variant in SAMPLED:
+            env["OTEL_TRACES_SAMPLER"] = "parentbased_traceidratio"
+            env["OTEL_TRACES_SAMPLER_ARG"] = SAMPLED[variant]
         servers[variant] = start(variant, command, port, workdir, 30, env)
     return servers
 
@@ -78,7 +85,7 @@ def report(runs: list[dict[str, Any]]) -> str:
         "| scenario | variant | req/s | p99 ms | CPU ms/req | throughput vs base | CPU vs base |",
         "|---|---|--:|--:|--:|--:|--:|",
     ]
-    baseline = {"metrics": "quiet", "traced": "metrics"}
+    baseline = {"metrics": "quiet", "traced": "metrics", **dict.fromkeys(SAMPLED, "metrics")}
     for scenario in dict.fromkeys(r["scenario"] for r in runs):
         for variant in VARIANTS:
             mine = [r for r in runs if r["scenario"] == scenario and r["target"] == variant]
@@ -126,7 +133,8 @@ def main() -> None:
         try:
             servers = start_variants(Path(workdir), api_key)
             for round_ in range(args.rounds):
-                order = VARIANTS[round_ % 3 :] + VARIANTS[: round_ % 3]
+                shift = round_ % len(VARIANTS)
+                order = VARIANTS[shift:] + VARIANTS[:shift]
                 for scenario in (s for s in SCENARIOS if s.concurrency == 64):
                     for variant in order:
                         run = run_scenario(args, scenario, servers[variant], api_key)

@@ -6,6 +6,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
 from opentelemetry.trace import SpanKind, StatusCode
 
 from kubellm_gateway.telemetry.tracing import Tracing, wanted
@@ -97,3 +98,21 @@ def test_server_errors_mark_the_span(tracing: Tracing, exporter: InMemorySpanExp
     assert span.parent is None
     assert span.status.status_code is StatusCode.ERROR
     assert span.attributes is not None and span.attributes["error.type"] == "upstream_error"
+
+
+def test_unsampled_requests_make_no_spans_but_still_propagate(
+    exporter: InMemorySpanExporter,
+) -> None:
+    provider = TracerProvider(sampler=ALWAYS_OFF)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    trace = Tracing(provider).request([], "chat", "rid-3")
+    assert trace is not None
+    attempt = trace.attempt("OpenAI", "default/openai", "gpt-4o")
+    version, trace_id, span_id, flags = attempt.headers()["traceparent"].split("-")
+    assert version == "00"
+    assert int(flags, 16) & 1 == 0  # the upstream learns the trace, flagged unsampled
+    assert trace_id == f"{trace.span.get_span_context().trace_id:032x}"
+    assert span_id == f"{trace.span.get_span_context().span_id:016x}"
+    attempt.end("timeout")
+    trace.finish(200, 1, 2, None, None)
+    assert exporter.get_finished_spans() == ()

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -119,6 +120,7 @@ class Metrics:
         self.enabled = enabled  # off (no metrics port): requests record nothing
         # A user label multiplies series by users: only when the operator asks for it.
         self.per_user = per_user
+        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
         user = ["user"] if per_user else []
         self.registry = registry or CollectorRegistry()
         r = self.registry
@@ -215,25 +217,35 @@ class Metrics:
         self.budget_usage = BudgetUsage()
         r.register(self.budget_usage)
 
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """`metric.labels(*labels)`, memoized: the library's lookup takes a lock and
+        validates every call, and label sets here are few and bounded."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def record(self, call: Call, seconds: float) -> None:
         if not self.enabled:
             return
+        child = self._child
         op, model, provider, policy = call.operation, call.model, call.provider, call.policy
         user = (call.user,) if self.per_user else ()
         sc = status_class(call.status)
-        self.requests.labels(op, model, provider, policy, sc, str(call.status), *user).inc()
-        self.duration.labels(op, model, sc).observe(seconds)
+        child(self.requests, op, model, provider, policy, sc, str(call.status), *user).inc()
+        child(self.duration, op, model, sc).observe(seconds)
         if call.ttft is not None:
-            self.ttft.labels(op, model).observe(call.ttft)
+            child(self.ttft, op, model).observe(call.ttft)
         if call.overhead is not None:
-            self.overhead.labels(op).observe(call.overhead)
+            child(self.overhead, op).observe(call.overhead)
         for kind, count in (("input", call.input_tokens), ("output", call.output_tokens)):
             if count:
-                self.tokens.labels(op, model, provider, policy, kind, *user).inc(count)
-                self.token_usage.labels(op, model, kind).observe(count)
+                child(self.tokens, op, model, provider, policy, kind, *user).inc(count)
+                child(self.token_usage, op, model, kind).observe(count)
         if call.cost:
-            self.cost.labels(model, provider, policy, *user).inc(call.cost)
+            child(self.cost, model, provider, policy, *user).inc(call.cost)
         if call.attempts > 1 and call.status < 400:
-            self.fallbacks.labels(model).inc()
+            child(self.fallbacks, model).inc()
         if call.disconnected:
-            self.disconnects.labels(op, model).inc()
+            child(self.disconnects, op, model).inc()

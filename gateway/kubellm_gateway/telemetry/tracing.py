@@ -106,6 +106,10 @@ class RequestTrace:
         self.span.set_attribute("gen_ai.request.model", model)
 
     def attempt(self, provider_type: str, provider: str, model: str) -> AttemptTrace:
+        if not self.span.is_recording():
+            # Not sampled: no child spans, but the upstream still gets this trace's id
+            # (flagged unsampled), so logs on both sides correlate.
+            return AttemptTrace(self.span, owned=False)
         span = self._tracer.start_span(
             f"{self._operation} {model}",
             context=set_span_in_context(self.span),
@@ -145,8 +149,9 @@ class RequestTrace:
 
 
 class AttemptTrace:
-    def __init__(self, span: Span) -> None:
+    def __init__(self, span: Span, *, owned: bool = True) -> None:
         self.span = span
+        self._owned = owned  # False: the request's own span, ended by the request
 
     def headers(self) -> dict[str, str]:
         """`traceparent` (and `tracestate`) for the upstream request."""
@@ -155,6 +160,8 @@ class AttemptTrace:
         return carrier
 
     def end(self, error_type: str | None = None, **attributes: Any) -> None:
+        if not self._owned:
+            return
         for key, value in attributes.items():
             self.span.set_attribute(key, value)
         if error_type is not None:
