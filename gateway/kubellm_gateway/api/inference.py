@@ -104,7 +104,7 @@ class Inference:
         assert task is not None
         watcher: asyncio.Task[None] | None = None
         admission: Admission | None = None
-        metrics.inflight.inc()
+        metrics.started()
         try:
             # Before reading a body we may not want.
             principal = await authenticate(scope, snapshot, runtime.verifier)
@@ -155,7 +155,6 @@ class Inference:
                 )
             elapsed = loop.time() - call.started
             call.bytes_out = scope[SENT_KEY][0]
-            metrics.inflight.dec()
             metrics.record(call, elapsed)
             if call.trace is not None:
                 call.trace.finish(

@@ -7,12 +7,18 @@ cannot use is recorded as "-"), providers are namespace/name, status is a class.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from bisect import bisect_left
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from itertools import accumulate
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 from .tracing import RequestTrace
 
@@ -38,12 +44,35 @@ LATENCY_BUCKETS = (
 
 # The gateway's own share: tens of microseconds to a few milliseconds.
 OVERHEAD_BUCKETS = (
-    0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
-)  # fmt: skip
+    0.00005,
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+)
 # GenAI semantic conventions' token-usage boundaries (powers of 4).
 TOKEN_BUCKETS = (
-    1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
-)  # fmt: skip
+    1,
+    4,
+    16,
+    64,
+    256,
+    1024,
+    4096,
+    16384,
+    65536,
+    262144,
+    1048576,
+    4194304,
+    16777216,
+    67108864,
+)
 
 
 def status_class(status: int) -> str:
@@ -76,6 +105,125 @@ class Call:
     trace: RequestTrace | None = None  # when tracing is on
     started: float = 0.0  # loop time when the request arrived
     finished: bool = False  # the last response message is being sent
+
+
+class _Counter:
+    """A counter family kept in a plain dict by the event loop, exported at scrape time.
+
+    prometheus_client's own metrics take a lock per operation: about ten lock round
+    trips per request cost 6 to 9 % of the gateway's CPU (bench/observability.py).
+    Only the loop writes; a scrape (the metrics server's thread) copies under the GIL.
+    """
+
+    def __init__(self, name: str, doc: str, labels: list[str]) -> None:
+        self.name, self.doc, self.labels = name, doc, labels
+        self.values: dict[tuple[str, ...], float] = {}
+
+    def add(self, key: tuple[str, ...], amount: float = 1.0) -> None:
+        self.values[key] = self.values.get(key, 0.0) + amount
+
+    def family(self) -> Metric:
+        family = CounterMetricFamily(self.name, self.doc, labels=self.labels)
+        for key, value in list(self.values.items()):
+            family.add_metric(key, value)
+        return family
+
+
+class _Histogram:
+    """A histogram family kept like _Counter: per label set, bucket counts and the sum."""
+
+    def __init__(self, name: str, doc: str, labels: list[str], buckets: Sequence[float]) -> None:
+        self.name, self.doc, self.labels = name, doc, labels
+        self.bounds = tuple(float(b) for b in buckets)
+        self._le = [str(b) for b in self.bounds] + ["+Inf"]  # as Prometheus writes floats
+        self.values: dict[tuple[str, ...], list[float]] = {}
+
+    def observe(self, key: tuple[str, ...], value: float) -> None:
+        row = self.values.get(key)
+        if row is None:
+            row = self.values[key] = [0.0] * (len(self.bounds) + 2)  # buckets, +Inf, sum
+        row[bisect_left(self.bounds, value)] += 1  # the first bucket with value <= le
+        row[-1] += value
+
+    def family(self) -> Metric:
+        family = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
+        for key, row in list(self.values.items()):
+            counts = list(row)
+            cumulative = list(accumulate(counts[:-1]))
+            family.add_metric(key, list(zip(self._le, cumulative, strict=True)), counts[-1])
+        return family
+
+
+class RequestMetrics:
+    """The per-request families, exported by one collector."""
+
+    def __init__(self, per_user: bool) -> None:
+        user = ["user"] if per_user else []
+        self.requests = _Counter(
+            "kubellm_requests",
+            "Requests served, by outcome.",
+            ["operation", "model", "provider", "policy", "status_class", "status", *user],
+        )
+        self.duration = _Histogram(
+            "gen_ai_server_request_duration_seconds",
+            "Time from request received to response end.",
+            ["operation", "model", "status_class"],
+            LATENCY_BUCKETS,
+        )
+        self.ttft = _Histogram(
+            "gen_ai_server_time_to_first_token_seconds",
+            "Time to the first streamed event.",
+            ["operation", "model"],
+            LATENCY_BUCKETS,
+        )
+        self.overhead = _Histogram(
+            "kubellm_gateway_overhead_seconds",
+            "The gateway's own time: from request received to upstream request sent.",
+            ["operation"],
+            OVERHEAD_BUCKETS,
+        )
+        self.token_usage = _Histogram(
+            "gen_ai_client_token_usage",
+            "Tokens per request, by type (input, output).",
+            ["operation", "model", "type"],
+            TOKEN_BUCKETS,
+        )
+        self.tokens = _Counter(
+            "kubellm_tokens",
+            "Tokens counted from upstream usage.",
+            ["operation", "model", "provider", "policy", "type", *user],
+        )
+        self.cost = _Counter(
+            "kubellm_cost_usd",
+            "Cost in USD from each model's pricing.",
+            ["model", "provider", "policy", *user],
+        )
+        self.fallbacks = _Counter(
+            "kubellm_fallbacks", "Requests served by other than their first attempt.", ["model"]
+        )
+        self.disconnects = _Counter(
+            "kubellm_stream_disconnects",
+            "Clients that went away before the response ended.",
+            ["operation", "model"],
+        )
+        self.inflight = 0
+
+    def collect(self) -> Iterator[Metric]:
+        for family in (
+            self.requests,
+            self.duration,
+            self.ttft,
+            self.overhead,
+            self.token_usage,
+            self.tokens,
+            self.cost,
+            self.fallbacks,
+            self.disconnects,
+        ):
+            yield family.family()
+        inflight = GaugeMetricFamily("kubellm_inflight_requests", "Requests in progress.")
+        inflight.add_metric([], self.inflight)
+        yield inflight
 
 
 class BudgetUsage:
@@ -120,56 +268,10 @@ class Metrics:
         self.enabled = enabled  # off (no metrics port): requests record nothing
         # A user label multiplies series by users: only when the operator asks for it.
         self.per_user = per_user
-        self._children: dict[tuple[Any, tuple[str, ...]], Any] = {}
-        user = ["user"] if per_user else []
         self.registry = registry or CollectorRegistry()
         r = self.registry
-        self.requests = Counter(
-            "kubellm_requests",
-            "Requests served, by outcome.",
-            ["operation", "model", "provider", "policy", "status_class", "status", *user],
-            registry=r,
-        )
-        self.duration = Histogram(
-            "gen_ai_server_request_duration_seconds",
-            "Time from request received to response end.",
-            ["operation", "model", "status_class"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.ttft = Histogram(
-            "gen_ai_server_time_to_first_token_seconds",
-            "Time to the first streamed event.",
-            ["operation", "model"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
-        )
-        self.overhead = Histogram(
-            "kubellm_gateway_overhead_seconds",
-            "The gateway's own time: from request received to upstream request sent.",
-            ["operation"],
-            buckets=OVERHEAD_BUCKETS,
-            registry=r,
-        )
-        self.token_usage = Histogram(
-            "gen_ai_client_token_usage",
-            "Tokens per request, by type (input, output).",
-            ["operation", "model", "type"],
-            buckets=TOKEN_BUCKETS,
-            registry=r,
-        )
-        self.tokens = Counter(
-            "kubellm_tokens",
-            "Tokens counted from upstream usage.",
-            ["operation", "model", "provider", "policy", "type", *user],
-            registry=r,
-        )
-        self.cost = Counter(
-            "kubellm_cost_usd",
-            "Cost in USD from each model's pricing.",
-            ["model", "provider", "policy", *user],
-            registry=r,
-        )
+        self.per_request = RequestMetrics(per_user)
+        r.register(self.per_request)
         self.upstream_errors = Counter(
             "kubellm_upstream_errors",
             "Failed upstream attempts, by reason: connect, timeout, protocol, credentials, "
@@ -177,19 +279,6 @@ class Metrics:
             ["provider", "reason"],
             registry=r,
         )
-        self.fallbacks = Counter(
-            "kubellm_fallbacks",
-            "Requests served by other than their first attempt.",
-            ["model"],
-            registry=r,
-        )
-        self.disconnects = Counter(
-            "kubellm_stream_disconnects",
-            "Clients that went away before the response ended.",
-            ["operation", "model"],
-            registry=r,
-        )
-        self.inflight = Gauge("kubellm_inflight_requests", "Requests in progress.", registry=r)
         self.generation = Gauge(
             "kubellm_config_generation", "Snapshots applied since start.", registry=r
         )
@@ -217,35 +306,30 @@ class Metrics:
         self.budget_usage = BudgetUsage()
         r.register(self.budget_usage)
 
-    def _child(self, metric: Any, *labels: str) -> Any:
-        """`metric.labels(*labels)`, memoized: the library's lookup takes a lock and
-        validates every call, and label sets here are few and bounded."""
-        key = (metric, labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+    def started(self) -> None:
+        self.per_request.inflight += 1
 
     def record(self, call: Call, seconds: float) -> None:
+        m = self.per_request
+        m.inflight -= 1
         if not self.enabled:
             return
-        child = self._child
         op, model, provider, policy = call.operation, call.model, call.provider, call.policy
         user = (call.user,) if self.per_user else ()
         sc = status_class(call.status)
-        child(self.requests, op, model, provider, policy, sc, str(call.status), *user).inc()
-        child(self.duration, op, model, sc).observe(seconds)
+        m.requests.add((op, model, provider, policy, sc, str(call.status), *user))
+        m.duration.observe((op, model, sc), seconds)
         if call.ttft is not None:
-            child(self.ttft, op, model).observe(call.ttft)
+            m.ttft.observe((op, model), call.ttft)
         if call.overhead is not None:
-            child(self.overhead, op).observe(call.overhead)
+            m.overhead.observe((op,), call.overhead)
         for kind, count in (("input", call.input_tokens), ("output", call.output_tokens)):
             if count:
-                child(self.tokens, op, model, provider, policy, kind, *user).inc(count)
-                child(self.token_usage, op, model, kind).observe(count)
+                m.tokens.add((op, model, provider, policy, kind, *user), count)
+                m.token_usage.observe((op, model, kind), count)
         if call.cost:
-            child(self.cost, model, provider, policy, *user).inc(call.cost)
+            m.cost.add((model, provider, policy, *user), call.cost)
         if call.attempts > 1 and call.status < 400:
-            child(self.fallbacks, model).inc()
+            m.fallbacks.add((model,))
         if call.disconnected:
-            child(self.disconnects, op, model).inc()
+            m.disconnects.add((op, model))
