@@ -39,7 +39,8 @@ from jwt.algorithms import RSAAlgorithm
 from bench import processes
 from kubellm_gateway.auth import authenticate
 from kubellm_gateway.auth.oidc import OIDCSettings, OIDCVerifier
-from kubellm_gateway.limits import Limiter, MemoryBackend, RedisBackend
+from kubellm_gateway.limits import Limiter, MemoryBackend
+from kubellm_gateway.limits.redis import RedisBackend
 from kubellm_gateway.providers.pool import ProviderPool
 from kubellm_gateway.resources import parse_resource
 from kubellm_gateway.routing import Principal, Snapshot, build

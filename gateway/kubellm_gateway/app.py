@@ -7,6 +7,7 @@ import contextlib
 import logging
 import threading
 from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -20,7 +21,9 @@ from .errors import APIError
 from .providers.base import Operation
 from .runtime import Runtime
 from .sources.files import FileSource
-from .sources.kubernetes import KubernetesSource
+
+if TYPE_CHECKING:
+    from .sources.kubernetes import KubernetesSource
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +66,9 @@ def create_app(runtime: Runtime, stopping: threading.Event) -> Edge:
         settings = runtime.settings
         source: FileSource | KubernetesSource
         if settings.source == "kubernetes":
+            # Imported only in that mode: kopf and its dependencies weigh 15 MiB of RSS.
+            from .sources.kubernetes import KubernetesSource  # noqa: PLC0415
+
             source = KubernetesSource(runtime.apply, settings.namespaces, settings.kubeconfig)
         else:
             source = FileSource(settings.manifests, runtime.apply, settings.reload_interval)

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+from typing import TYPE_CHECKING
 
-from .auth.oidc import OIDCSettings, OIDCVerifier
 from .limits import create_limiter
 from .providers.pool import ProviderPool
 from .proxy import Proxy
@@ -16,9 +16,30 @@ from .settings import Settings
 from .telemetry.metrics import Metrics
 from .telemetry.tracing import Tracing, otlp_provider, wanted
 
+if TYPE_CHECKING:
+    from .auth.oidc import OIDCVerifier
+
 log = logging.getLogger(__name__)
 
 KINDS = ("LLMProvider", "LLMModel", "AccessPolicy", "APIKey", "Secret")
+
+
+def oidc_verifier(settings: Settings) -> OIDCVerifier | None:
+    if not settings.oidc_issuers:
+        return None
+    # Imported only when OIDC is on: jwt and cryptography weigh 8 MiB of RSS, and the
+    # 1,000-open-streams memory target has little room (bench/README.md).
+    from .auth.oidc import OIDCSettings, OIDCVerifier  # noqa: PLC0415
+
+    return OIDCVerifier(
+        OIDCSettings(
+            issuers=settings.oidc_issuers,
+            audience=settings.oidc_audience,
+            username_claim=settings.oidc_username_claim,
+            groups_claims=settings.oidc_groups_claims,
+            leeway=settings.oidc_leeway,
+        )
+    )
 
 
 class Runtime:
@@ -27,19 +48,7 @@ class Runtime:
         self.metrics = metrics or Metrics(
             enabled=settings.metrics_port != 0, per_user=settings.metrics_per_user
         )
-        self.verifier = (
-            OIDCVerifier(
-                OIDCSettings(
-                    issuers=settings.oidc_issuers,
-                    audience=settings.oidc_audience,
-                    username_claim=settings.oidc_username_claim,
-                    groups_claims=settings.oidc_groups_claims,
-                    leeway=settings.oidc_leeway,
-                )
-            )
-            if settings.oidc_issuers
-            else None
-        )
+        self.verifier = oidc_verifier(settings)
         self.limiter = create_limiter(
             self.metrics,
             settings.redis_url or None,

@@ -25,9 +25,9 @@ from kubellm_gateway.limits import (
     Admission,
     Limiter,
     MemoryBackend,
-    RedisBackend,
     rate_limit_headers,
 )
+from kubellm_gateway.limits.redis import RedisBackend
 from kubellm_gateway.providers.pool import ProviderPool
 from kubellm_gateway.routing import Principal, Snapshot, build
 from kubellm_gateway.telemetry.metrics import Metrics

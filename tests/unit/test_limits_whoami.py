@@ -16,7 +16,8 @@ from fastapi import FastAPI
 from kubellm_gateway.api import kubellm
 from kubellm_gateway.auth import authenticate
 from kubellm_gateway.errors import APIError
-from kubellm_gateway.limits import Limiter, MemoryBackend, RedisBackend
+from kubellm_gateway.limits import Limiter, MemoryBackend
+from kubellm_gateway.limits.redis import RedisBackend
 from kubellm_gateway.providers.pool import ProviderPool
 from kubellm_gateway.routing import Principal, Snapshot, build, key_digest
 from kubellm_gateway.runtime import Runtime

@@ -9,17 +9,19 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from starlette.responses import Response
 
 from ..asgi import json_response
 from ..auth import authenticate
-from ..auth.oidc import OIDCVerifier
 from ..limits import Limit, Limiter
 from ..routing import Principal, Snapshot
 from ..runtime import Runtime
+
+if TYPE_CHECKING:
+    from ..auth.oidc import OIDCVerifier
 
 
 def _iso(timestamp: float) -> str:

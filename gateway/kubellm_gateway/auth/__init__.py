@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 from ..asgi import Scope
 from ..routing import Principal, Snapshot
 from . import apikeys
-from .oidc import OIDCVerifier
+
+if TYPE_CHECKING:  # a gateway without OIDC never imports jwt and cryptography (8 MiB)
+    from .oidc import OIDCVerifier
 
 API_KEY_PREFIX: Final = "sk-kl-"
 

@@ -15,7 +15,6 @@ from .backend import Backend, LimiterUnavailable
 from .headers import header_pairs
 from .limiter import Admission, Limiter, OnError
 from .memory import MemoryBackend
-from .redis import RedisBackend
 from .rules import Limit, Rule, Usage
 
 __all__ = [
@@ -26,7 +25,6 @@ __all__ = [
     "LimiterUnavailable",
     "MemoryBackend",
     "OnError",
-    "RedisBackend",
     "Rule",
     "Usage",
     "create_limiter",
@@ -41,7 +39,12 @@ def create_limiter(
     now: Callable[[], float] = time.time,
 ) -> Limiter:
     """Redis when a URL is given, else in-process."""
-    backend: Backend = RedisBackend(redis_url) if redis_url else MemoryBackend()
+    backend: Backend = MemoryBackend()
+    if redis_url:
+        # Imported only when used: the redis client weighs 7 MiB of RSS.
+        from .redis import RedisBackend  # noqa: PLC0415
+
+        backend = RedisBackend(redis_url)
     return Limiter(backend, metrics, on_error=on_error, now=now)
 
 
