@@ -149,30 +149,61 @@ class _ModelIndex:
         return matched
 
 
+def _grants_model(policy: AccessPolicy, model_id: str, labels: Mapping[str, str]) -> bool:
+    """Whether `policy` gives the model: _ModelIndex.policy_models for one model."""
+    selector = policy.spec.modelSelector
+    return any(fnmatch.fnmatchcase(model_id, pattern) for pattern in policy.spec.models) or (
+        selector is not None and selector.matches(labels)
+    )
+
+
+def _subjects(policy: AccessPolicy) -> list[tuple[str, str]]:
+    """The (kind, name) keys of the principals a policy names."""
+    return [
+        # An APIKey subject names a key in the policy's namespace.
+        (s.kind, f"{policy.metadata.namespace}/{s.name}" if s.kind == "APIKey" else s.name)
+        for s in policy.spec.subjects
+    ]
+
+
+def _names(principal: Principal) -> Iterable[tuple[str, str]]:
+    """The (kind, name) keys a policy may name the principal by."""
+    yield "User", principal.user
+    for group in principal.groups:
+        yield "Group", group
+    if principal.api_key is not None:
+        yield "APIKey", principal.api_key
+
+
 class Access:
     """The policies indexed for granting: by the subjects they name, with their models."""
 
-    def __init__(self, policies: Sequence[AccessPolicy], models: Sequence[ModelEntry]) -> None:
-        index = _ModelIndex(models)
+    def __init__(self, policies: Sequence[AccessPolicy], granted: Sequence[frozenset[str]]) -> None:
         self.policies = tuple(policies)
-        self.granted = [index.policy_models(p) for p in policies]  # by position
+        self.granted = tuple(granted)  # each policy's models, by position
         self.naming: dict[tuple[str, str], set[int]] = defaultdict(set)
         for position, policy in enumerate(policies):
-            for subject in policy.spec.subjects:
-                name = subject.name
-                if subject.kind == "APIKey":  # an APIKey subject names a key in its namespace
-                    name = f"{policy.metadata.namespace}/{name}"
-                self.naming[subject.kind, name].add(position)
+            for subject in _subjects(policy):
+                self.naming[subject].add(position)
         # Principals sharing the same policies (a group's keys) share one union.
         self.unions: dict[tuple[int, ...], frozenset[str]] = {}
 
+    def positions(self, principal: Principal) -> tuple[int, ...]:
+        found: set[int] = set()
+        for name in _names(principal):
+            found |= self.naming.get(name, set())
+        return tuple(sorted(found))  # in policy order, as before
+
+    def models(self, principal: Principal) -> frozenset[str]:
+        return self._union(self.positions(principal))
+
     def grant(self, principal: Principal) -> Grant:
-        found = set(self.naming.get(("User", principal.user), ()))
-        for group in principal.groups:
-            found |= self.naming.get(("Group", group), set())
-        if principal.api_key is not None:
-            found |= self.naming.get(("APIKey", principal.api_key), set())
-        positions = tuple(sorted(found))  # in policy order, as before
+        positions = self.positions(principal)
+        return Grant(
+            self._union(positions), tuple((self.policies[i], self.granted[i]) for i in positions)
+        )
+
+    def _union(self, positions: tuple[int, ...]) -> frozenset[str]:
         models = self.unions.get(positions)
         if models is None:
             if len(self.unions) >= GRANT_MEMO_SIZE:
@@ -180,7 +211,7 @@ class Access:
             sets = [self.granted[i] for i in positions]
             models = sets[0] if len(sets) == 1 else frozenset().union(*sets)
             self.unions[positions] = models
-        return Grant(models, tuple((self.policies[i], self.granted[i]) for i in positions))
+        return models
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,15 +264,150 @@ def _qualified(resource: Resource) -> str:
     return f"{resource.metadata.namespace}/{resource.metadata.name}"
 
 
+def _owner(resource: Resource) -> str:
+    """How problems name a resource."""
+    return f"{resource.kind} {_qualified(resource)}"
+
+
 def _created(resource: Resource) -> datetime:
     created = resource.metadata.creationTimestamp or _EPOCH
     # The API server writes UTC with "Z"; a hand-written manifest may omit the zone.
     return created if created.tzinfo is not None else created.replace(tzinfo=UTC)
 
 
+@dataclass(frozen=True, slots=True)
+class _ModelMemo:
+    resource: LLMModel
+    providers: tuple[tuple[str, Provider | None], ...]  # each backend's provider, as looked up
+    entry: ModelEntry
+    problems: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _KeyMemo:
+    resource: APIKey
+    secret: Secret | None  # the Secret its key was read from, if it was
+    entry: KeyEntry | None  # None: refused
+    problems: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Derived:
+    """What one build derived from its resources. Memos are keyed by the id() of the
+    resource they hold (so the id cannot be reused while the memo lives) and are valid
+    only for that very object: sources keep the same object for an unchanged resource."""
+
+    keys_from_secrets: bool
+    models: dict[int, _ModelMemo]
+    keys: dict[int, _KeyMemo]
+    canonical: dict[str, ModelEntry]  # by id, without aliases
+    access: Access
+    grants: dict[Principal, frozenset[str]]
+
+
+class BuildCache:
+    """What the last build derived, for the next build (given the same pool) to reuse.
+
+    Each build replaces it whole, so it holds only what the current resources derive;
+    builds sharing one must not run concurrently (Runtime.apply runs one at a time).
+    """
+
+    def __init__(self) -> None:
+        self.last: _Derived | None = None
+
+
+# Above this many changed model ids, matching every policy against each changed model
+# costs more than matching every policy against the whole model index.
+_MODEL_DELTA_LIMIT = 32
+
+
+def _model_delta(
+    before: Mapping[str, ModelEntry], after: Mapping[str, ModelEntry]
+) -> tuple[set[str], list[ModelEntry]] | None:
+    """The ids whose match may have changed (gone or relabeled) and the entries to match
+    again, or None when there are too many of them. Policies match only id and labels."""
+    gone = {
+        i
+        for i, e in before.items()
+        if (now := after.get(i)) is not e and (now is None or now.labels != e.labels)
+    }
+    if len(gone) > _MODEL_DELTA_LIMIT:
+        return None
+    fresh = [
+        e
+        for i, e in after.items()
+        if (then := before.get(i)) is not e and (then is None or then.labels != e.labels)
+    ]
+    if len(fresh) > _MODEL_DELTA_LIMIT:
+        return None
+    return gone, fresh
+
+
+def _granted(
+    policies: Sequence[AccessPolicy], canonical: Mapping[str, ModelEntry], last: _Derived | None
+) -> list[frozenset[str]]:
+    """Each policy's models: a policy seen last time is updated by the models that changed
+    since, the others are matched against an index of all models."""
+    before: dict[int, frozenset[str]] = {}
+    delta = None
+    if last is not None and (delta := _model_delta(last.canonical, canonical)) is not None:
+        before = {id(p): g for p, g in zip(last.access.policies, last.access.granted, strict=True)}
+    index: _ModelIndex | None = None
+    granted: list[frozenset[str]] = []
+    for policy in policies:
+        models = before.get(id(policy))
+        if models is not None and delta is not None:
+            gone, fresh = delta
+            drop = gone & models
+            add = {e.id for e in fresh if _grants_model(policy, e.id, e.labels)}
+            if not drop <= add <= models:  # else the same set: keep the object for grants
+                models = frozenset((models - drop) | add)
+        else:
+            index = index or _ModelIndex(list(canonical.values()))
+            models = index.policy_models(policy)
+        granted.append(models)
+    return granted
+
+
+def _grants(
+    keys: Mapping[bytes, KeyEntry], access: Access, last: _Derived | None
+) -> dict[Principal, frozenset[str]]:
+    """Every key's models. A principal keeps last build's grant unless a policy that names
+    it was added, removed or now gives other models."""
+    if last is None:
+        return {entry.principal: access.models(entry.principal) for entry in keys.values()}
+    before = last.access
+    then = {id(p): g for p, g in zip(before.policies, before.granted, strict=True)}
+    now = {id(p): g for p, g in zip(access.policies, access.granted, strict=True)}
+    # Both policy tuples are alive here, so no id() stands for two policies.
+    touched = {
+        name
+        for (policies, granted, other) in (
+            (access.policies, access.granted, then),
+            (before.policies, before.granted, now),
+        )
+        for p, g in zip(policies, granted, strict=True)
+        if other.get(id(p)) is not g
+        for name in _subjects(p)
+    }
+    grants: dict[Principal, frozenset[str]] = {}
+    for entry in keys.values():
+        principal = entry.principal
+        models = last.grants.get(principal)
+        if models is None or (touched and any(n in touched for n in _names(principal))):
+            models = access.models(principal)
+        grants[principal] = models
+    return grants
+
+
 class _Builder:
-    def __init__(self, resources: Iterable[Resource], keys_from_secrets: bool) -> None:
+    def __init__(
+        self, resources: Iterable[Resource], keys_from_secrets: bool, last: _Derived | None
+    ) -> None:
         self.keys_from_secrets = keys_from_secrets
+        self.last = last
+        self.model_memos: dict[int, _ModelMemo] = {}
+        self.key_memos: dict[int, _KeyMemo] = {}
         self.problems: list[str] = []
         self.by_kind: dict[str, list[Resource]] = defaultdict(list)
         for resource in resources:
@@ -277,7 +443,7 @@ class _Builder:
             entra = p.spec.azure.entraID if p.spec.azure is not None else None
             # The one secret a provider needs: its API key, or its Entra ID client secret.
             ref = p.spec.apiKeySecretRef or (entra.clientSecretRef if entra is not None else None)
-            owner = f"LLMProvider {_qualified(p)}"
+            owner = _owner(p)
             key = None
             if ref is not None:
                 key = self.secret_value(owner, p.metadata.namespace, ref.name, ref.key)
@@ -288,36 +454,55 @@ class _Builder:
 
     def models(self, providers: Mapping[str, Provider]) -> dict[str, ModelEntry]:
         table: dict[str, ModelEntry] = {}
-        owners: dict[str, str] = {}
+        owners: dict[str, LLMModel] = {}
         resources = [m for m in self.by_kind["LLMModel"] if isinstance(m, LLMModel)]
         # The oldest claim to an id wins, so a newcomer cannot hijack a live model.
         resources.sort(key=lambda m: (_created(m), m.metadata.namespace, m.metadata.name))
         for m in resources:
-            owner = f"LLMModel {_qualified(m)}"
             if m.spec.disabled:
-                log.info("%s is disabled", owner)
+                log.info("%s is disabled", _owner(m))
                 continue
-            if m.model_id in owners:
+            if (first := owners.get(m.model_id)) is not None:
                 # Refused whole: its aliases would otherwise lead to another model's id.
-                self.problem(
-                    f"{owner}: model id {m.model_id!r} is already served by {owners[m.model_id]}"
-                )
+                self.taken(m, m.model_id, first)
                 continue
-            entry = self.model_entry(m, owner, providers)
+            entry = self.model_entry(m, providers)
             for model_id in (entry.id, *m.spec.aliases):
-                if model_id in owners:
-                    self.problem(
-                        f"{owner}: model id {model_id!r} is already served by {owners[model_id]}"
-                    )
+                if (first := owners.get(model_id)) is not None:
+                    self.taken(m, model_id, first)
                     continue
-                owners[model_id] = owner
+                owners[model_id] = m
                 table[model_id] = entry
         return table
 
-    def model_entry(self, m: LLMModel, owner: str, providers: Mapping[str, Provider]) -> ModelEntry:
+    def taken(self, m: LLMModel, model_id: str, first: LLMModel) -> None:
+        self.problem(f"{_owner(m)}: model id {model_id!r} is already served by {_owner(first)}")
+
+    def model_entry(self, m: LLMModel, providers: Mapping[str, Provider]) -> ModelEntry:
+        """m's entry, reused while m and the providers its backends name stay the same."""
+        memo = self.last.models.get(id(m)) if self.last is not None else None
+        if (
+            memo is None
+            or memo.resource is not m
+            or any(providers.get(name) is not p for name, p in memo.providers)
+        ):
+            first_problem = len(self.problems)
+            used = tuple(
+                (name, providers.get(name))
+                for name in (f"{m.metadata.namespace}/{b.provider}" for b in m.spec.backends)
+            )
+            entry = self.derive_model_entry(m, [provider for _, provider in used])
+            memo = _ModelMemo(m, used, entry, tuple(self.problems[first_problem:]))
+        else:
+            for message in memo.problems:
+                self.problem(message)
+        self.model_memos[id(m)] = memo
+        return memo.entry
+
+    def derive_model_entry(self, m: LLMModel, providers: Sequence[Provider | None]) -> ModelEntry:
+        owner = _owner(m)
         by_priority: dict[int, list[Route]] = defaultdict(list)
-        for i, backend in enumerate(m.spec.backends):
-            provider = providers.get(f"{m.metadata.namespace}/{backend.provider}")
+        for i, (backend, provider) in enumerate(zip(m.spec.backends, providers, strict=True)):
             if provider is None:
                 self.problem(
                     f"{owner}: spec.backends[{i}]: LLMProvider {m.metadata.namespace}/"
@@ -342,22 +527,40 @@ class _Builder:
         keys: dict[bytes, KeyEntry] = {}
         for k in self.by_kind["APIKey"]:
             assert isinstance(k, APIKey)
-            owner = f"APIKey {_qualified(k)}"
-            digest = self.key_digest(k, owner)
-            if digest is None:
+            entry = self.key_entry(k)
+            if entry is None:
                 continue
+            digest = entry.digest
             if digest in keys:
-                self.problem(f"{owner}: the same key is used by another APIKey; both refused")
+                self.problem(f"{_owner(k)}: the same key is used by another APIKey; both refused")
                 keys[digest] = KeyEntry(keys[digest].principal, digest, None, disabled=True)
                 continue
-            expires = k.spec.expiresAt
-            keys[digest] = KeyEntry(
-                Principal(k.user, frozenset(k.spec.groups), _qualified(k)),
-                digest,
-                expires.timestamp() if expires is not None else None,
-                k.spec.disabled,
-            )
+            keys[digest] = entry
         return keys
+
+    def key_entry(self, k: APIKey) -> KeyEntry | None:
+        """The key's entry (None if refused), reused while the key and its Secret stay."""
+        secret = None
+        if not k.status.keyHash and self.keys_from_secrets:
+            secret = self.secrets.get((k.metadata.namespace, k.spec.secretName))
+        memo = self.last.keys.get(id(k)) if self.last is not None else None
+        if memo is not None and memo.resource is k and memo.secret is secret:
+            for message in memo.problems:
+                self.problem(message)
+        else:
+            first_problem = len(self.problems)
+            entry = None
+            if (digest := self.key_digest(k, _owner(k))) is not None:
+                expires = k.spec.expiresAt
+                entry = KeyEntry(
+                    Principal(k.user, frozenset(k.spec.groups), _qualified(k)),
+                    digest,
+                    expires.timestamp() if expires is not None else None,
+                    k.spec.disabled,
+                )
+            memo = _KeyMemo(k, secret, entry, tuple(self.problems[first_problem:]))
+        self.key_memos[id(k)] = memo
+        return memo.entry
 
     def key_digest(self, k: APIKey, owner: str) -> bytes | None:
         # In a cluster the operator publishes only the hash; from files, the Secret holds the key.
@@ -386,19 +589,26 @@ def build(
     generation: int,
     *,
     keys_from_secrets: bool = True,
+    cache: BuildCache | None = None,
 ) -> tuple[Snapshot, list[Provider]]:
     """A snapshot of `resources`, and the providers it no longer uses (to retire).
 
     With `keys_from_secrets` false (in a cluster) API keys are known only by
-    APIKey.status.keyHash, never read from their Secrets.
+    APIKey.status.keyHash, never read from their Secrets. With a `cache` (the same one
+    for every build with this `pool`), what unchanged resources derive is reused from the
+    last build: the snapshot is the same as without it, built faster.
     """
-    b = _Builder(resources, keys_from_secrets)
+    last = cache.last if cache is not None else None
+    if last is not None and last.keys_from_secrets != keys_from_secrets:
+        last = None  # keys were derived another way
+    b = _Builder(resources, keys_from_secrets, last)
     providers, left = pool.sync(b.provider_credentials())
     models = b.models(providers)
     keys = b.keys()
     policies = tuple(p for p in b.by_kind["AccessPolicy"] if isinstance(p, AccessPolicy))
-    access = Access(policies, [m for key, m in models.items() if key == m.id])
-    grants = {entry.principal: access.grant(entry.principal).models for entry in keys.values()}
+    canonical = {m.id: m for key, m in models.items() if key == m.id}
+    access = Access(policies, _granted(policies, canonical, last))
+    grants = _grants(keys, access, last)
     snapshot = Snapshot(
         generation=generation,
         models=models,
@@ -409,6 +619,10 @@ def build(
         resource_counts={kind: len(items) for kind, items in b.by_kind.items()},
         access=access,
     )
+    if cache is not None:
+        cache.last = _Derived(
+            keys_from_secrets, b.model_memos, b.key_memos, canonical, access, grants
+        )
     return snapshot, left
 
 

@@ -11,7 +11,7 @@ from .limits import create_limiter
 from .providers.pool import ProviderPool
 from .proxy import Proxy
 from .resources import Resource
-from .routing import EMPTY, Snapshot, build
+from .routing import EMPTY, BuildCache, Snapshot, build
 from .settings import Settings
 from .telemetry.metrics import Metrics
 from .telemetry.tracing import Tracing, otlp_provider, wanted
@@ -58,6 +58,7 @@ class Runtime:
         self.pool = ProviderPool()
         self.proxy = Proxy(self.pool, self.metrics)
         self.snapshot: Snapshot = EMPTY  # replaced whole, never mutated: requests read it once
+        self.build_cache = BuildCache()  # for apply's builds only, which run one at a time
         self.ready = asyncio.Event()
 
     async def apply(self, resources: list[Resource], invalid: dict[str, int]) -> None:
@@ -71,6 +72,7 @@ class Runtime:
             self.pool,
             generation,
             keys_from_secrets=self.settings.source == "files",
+            cache=self.build_cache,
         )
         self.snapshot = snapshot
         # The configuration lives until the next change: keep its objects out of every
