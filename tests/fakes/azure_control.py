@@ -9,18 +9,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import re
 import secrets
-import threading
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
 import orjson
-import uvicorn
 
-from tests.support.gateway import free_port
+from tests.support.asgi_server import ThreadedServer, read_all
 
 _TOKEN = re.compile(r"/([^/]+)/oauth2/v2\.0/token")
 _DEPLOYMENTS = re.compile(
@@ -55,29 +52,18 @@ class FakeAzureControl:
         self.page_size = 2
         self.token_requests = 0
         self.down = False  # answer every request with 503
-        self._port = free_port()
-        self._server = uvicorn.Server(
-            uvicorn.Config(
-                self, host="127.0.0.1", port=self._port, log_level="warning", lifespan="off"
-            )
-        )
-        self._thread = threading.Thread(
-            target=asyncio.run, args=(self._server.serve(),), daemon=True
-        )
+        self._http = ThreadedServer(self)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
+        return self._http.url
 
     def start(self) -> FakeAzureControl:
-        self._thread.start()
-        while not self._server.started:
-            self._thread.join(0.01)
+        self._http.start()
         return self
 
     def stop(self) -> None:
-        self._server.should_exit = True
-        self._thread.join(5)
+        self._http.stop()
 
     def __enter__(self) -> FakeAzureControl:
         return self.start()
@@ -88,13 +74,7 @@ class FakeAzureControl:
     async def __call__(
         self, scope: Message, receive: Callable[..., Any], send: Callable[..., Any]
     ) -> None:
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
-        status, payload = self._answer(scope, body)
+        status, payload = self._answer(scope, await read_all(receive))
         await send(
             {
                 "type": "http.response.start",

@@ -2,17 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import uvicorn
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
-from tests.support.gateway import free_port
+from tests.support.asgi_server import ThreadedServer, read_all
 
 Message = dict[str, Any]
 # OTLP span kinds: 2 server, 3 client.
@@ -40,28 +38,18 @@ class FakeCollector:
     def __init__(self) -> None:
         self.spans: list[Span] = []
         self._lock = threading.Lock()
-        self.port = free_port()
-        config = uvicorn.Config(
-            self, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
-        )
-        self._server = uvicorn.Server(config)
-        self._thread = threading.Thread(
-            target=asyncio.run, args=(self._server.serve(),), daemon=True
-        )
+        self._http = ThreadedServer(self)
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self._http.url
 
     def __enter__(self) -> FakeCollector:
-        self._thread.start()
-        while not self._server.started:
-            self._thread.join(0.01)
+        self._http.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.should_exit = True
-        self._thread.join(5)
+        self._http.stop()
 
     def wait(self, predicate: Callable[[list[Span]], bool], timeout: float = 10) -> list[Span]:
         deadline = time.monotonic() + timeout
@@ -76,12 +64,7 @@ class FakeCollector:
     async def __call__(
         self, scope: Message, receive: Callable[..., Any], send: Callable[..., Any]
     ) -> None:
-        body = b""
-        more = True
-        while more:
-            message = await receive()
-            body += message.get("body", b"")
-            more = message.get("more_body", False)
+        body = await read_all(receive)
         if scope["path"] == "/v1/traces":
             request = ExportTraceServiceRequest()
             request.ParseFromString(body)

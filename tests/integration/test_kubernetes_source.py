@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import httpx2
 import openai
 import pytest
 
@@ -25,6 +23,7 @@ from tests.fakes.upstream import FakeUpstream
 from tests.support.gateway import GatewayProcess, new_key
 from tests.support.kube import CRD_DIR, KubeAPI, KubeEmulator
 from tests.support.manifests import backend, dump, model, openai_provider, policy, provider
+from tests.support.traffic import Traffic
 
 PROPAGATION_LIMIT = 1.0  # seconds, from the issue
 KUBELLM = "kubellm.io/v1alpha1"
@@ -112,37 +111,6 @@ def base(crds: KubeEmulator) -> KubeEmulator:
     return crds
 
 
-class Traffic:
-    """Requests to one model in a loop while the cluster changes; records every status."""
-
-    def __init__(self, gw: GatewayProcess, model_id: str) -> None:
-        self.gw, self.model_id = gw, model_id
-        self.statuses: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run)
-
-    def _run(self) -> None:
-        with httpx2.Client(base_url=self.gw.url, timeout=10) as http:
-            while not self._stop.is_set() and len(self.statuses) < 20_000:
-                response = http.post(
-                    "/v1/chat/completions",
-                    headers={"authorization": f"Bearer {KEY}"},
-                    json={"model": self.model_id, "messages": [{"role": "user", "content": "x"}]},
-                )
-                self.statuses.append(response.status_code)
-                time.sleep(0.005)
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=15)
-        assert self.statuses, "no request ran"
-        assert set(self.statuses) == {200}, f"requests failed: {sorted(set(self.statuses))}"
-
-
 def test_kubectl_apply_then_the_sdk_is_routed(
     start_following: Callable[..., GatewayProcess], crds: KubeEmulator, fake_openai: FakeUpstream
 ) -> None:
@@ -200,7 +168,7 @@ def test_edit_policy_delete_key_delete_model_each_within_a_second(
     )
     publish_key(base, "other", other)
     within(lambda: ask(gw, "b", other) == 200, 5)
-    with Traffic(gw, "a"):
+    with Traffic(gw, "a", KEY) as traffic:
         # A policy edited: b is no longer granted to the others.
         kube_api.patch("AccessPolicy", "others", {"spec": {"models": ["c"]}})
         assert within(lambda: ask(gw, "b", other) == 404, PROPAGATION_LIMIT) < PROPAGATION_LIMIT
@@ -214,6 +182,7 @@ def test_edit_policy_delete_key_delete_model_each_within_a_second(
         # And a model edited to another backend.
         kube_api.patch("LLMModel", "b", {"spec": {"backends": [backend("mock", "b-v2")]}})
         within(lambda: "b-v2" in reply(gw, "b"), PROPAGATION_LIMIT)
+    traffic.assert_all_served()
 
 
 def reply(gw: GatewayProcess, model_id: str) -> str:
@@ -232,7 +201,7 @@ def test_api_server_outage_keeps_serving_and_catches_up(
     start_following: Callable[..., GatewayProcess], base: KubeEmulator, kube_api: KubeAPI
 ) -> None:
     gw = start_following()
-    with Traffic(gw, "a") as traffic:
+    with Traffic(gw, "a", KEY) as traffic:
         base.suspend()
         served = len(traffic.statuses)
         time.sleep(2)  # kopf's watches fail and retry with backoff meanwhile
@@ -245,6 +214,7 @@ def test_api_server_outage_keeps_serving_and_catches_up(
         within(lambda: "d-v1" in reply(gw, "d") and "b-v2" in reply(gw, "b"), 30)
         base.kubectl("delete", "llmmodel", "c")
         assert within(lambda: ask(gw, "c", KEY) == 404, PROPAGATION_LIMIT) < PROPAGATION_LIMIT
+    traffic.assert_all_served()
 
 
 def test_ready_only_with_everything_listed(
@@ -278,7 +248,7 @@ def test_invalid_resources_are_skipped_and_the_last_valid_version_kept(
     start_following: Callable[..., GatewayProcess], base: KubeEmulator, kube_api: KubeAPI
 ) -> None:
     gw = start_following()
-    with Traffic(gw, "a"):
+    with Traffic(gw, "a", KEY) as traffic:
         # The emulator does not validate (a real API server would mostly refuse these).
         kube_api.patch("LLMModel", "b", {"spec": {"backends": [backend("mock", "b-v2", weight=0)]}})
         kube_api.create(model("broken", [backend("mock", "x")], bogus=1))
@@ -286,6 +256,7 @@ def test_invalid_resources_are_skipped_and_the_last_valid_version_kept(
         within(lambda: ask(gw, "fine", KEY) == 200, PROPAGATION_LIMIT)
         assert "b-v1" in reply(gw, "b")
         assert ask(gw, "broken", KEY) == 404
+    traffic.assert_all_served()
     log = gw.log()
     assert (
         "LLMModel default/b: spec.backends[0].weight: Input should be greater than or equal to 1 "

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 
 import httpx2
@@ -11,6 +10,7 @@ import pytest
 from tests.conftest import StartGateway
 from tests.support.gateway import GatewayProcess, new_key
 from tests.support.manifests import api_key, backend, dump, model, policy, provider
+from tests.support.traffic import Traffic
 
 KEY = new_key()
 PROPAGATION_LIMIT = 1.0  # seconds, from the issue
@@ -44,40 +44,11 @@ def served_by(gw: GatewayProcess, model_id: str) -> str:
     return content.split(":", maxsplit=1)[0].removeprefix("Mock reply from ")
 
 
-class Traffic:
-    """Requests to one model in a loop while the configuration changes; counts failures."""
-
-    def __init__(self, gw: GatewayProcess, model_id: str) -> None:
-        self.gw, self.model_id = gw, model_id
-        self.statuses: list[int] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run)
-
-    def _run(self) -> None:
-        with httpx2.Client(base_url=self.gw.url, timeout=10) as http:
-            while not self._stop.is_set() and len(self.statuses) < 5000:
-                response = http.post(
-                    "/v1/chat/completions",
-                    headers={"authorization": f"Bearer {KEY}"},
-                    json={"model": self.model_id, "messages": [{"role": "user", "content": "x"}]},
-                )
-                self.statuses.append(response.status_code)
-
-    def __enter__(self) -> Traffic:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-
 @pytest.fixture
 def traffic(gateway: GatewayProcess) -> Iterator[Traffic]:
-    with Traffic(gateway, "a") as t:
+    with Traffic(gateway, "a", KEY) as t:
         yield t
-    assert t.statuses, "no request ran during the change"
-    assert set(t.statuses) == {200}, "requests to an unchanged model failed during reload"
+    t.assert_all_served()
 
 
 def test_add_edit_delete_take_effect_within_a_second(
