@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from typing import assert_never
 
 from ..resources import LLMProvider, ProviderType
 from .base import Provider
@@ -17,17 +18,20 @@ from .openai_azure import AzureOpenAIProvider
 from .openai_openai import OpenAIProvider
 
 
-def create(name: str, resource: LLMProvider, api_key: str | None) -> Provider:
+def create(name: str, resource: LLMProvider, secret: str | None) -> Provider:
+    """The live provider for a resource; `secret` is its API key or Entra ID client secret."""
     spec = resource.spec
-    if spec.type is ProviderType.OpenAI:
-        return OpenAIProvider(name, spec, api_key)
-    if spec.type is ProviderType.AzureOpenAI:
-        return AzureOpenAIProvider(name, spec, api_key)
-    if spec.type is ProviderType.Anthropic:
-        return AnthropicProvider(name, spec, api_key)
-    if spec.type is ProviderType.Mock:
-        return MockProvider(name, spec)
-    raise ValueError(f"provider type {spec.type} is not supported yet")
+    match spec.type:
+        case ProviderType.OpenAI:
+            return OpenAIProvider(name, spec, secret)
+        case ProviderType.AzureOpenAI:
+            return AzureOpenAIProvider(name, spec, secret)
+        case ProviderType.Anthropic:
+            return AnthropicProvider(name, spec, secret)
+        case ProviderType.Mock:
+            return MockProvider(name, spec)
+        case _:  # mypy proves this unreachable: a new type must be handled above
+            assert_never(spec.type)
 
 
 class ProviderPool:
