@@ -12,6 +12,7 @@ from anthropic.types import ModelInfo
 from kubellm_gateway.api.anthropic import SCHEMA, model_info, models_page
 from kubellm_gateway.asgi import Message
 from kubellm_gateway.auth.apikeys import presented_key
+from kubellm_gateway.codecs import AnthropicFromOpenAI, AnthropicRelay
 from kubellm_gateway.errors import APIError
 from kubellm_gateway.providers.base import (
     Exchange,
@@ -25,7 +26,7 @@ from kubellm_gateway.providers.mock import MockProvider
 from kubellm_gateway.providers.openai_anthropic import AnthropicProvider
 from kubellm_gateway.providers.pool import ProviderPool
 from kubellm_gateway.providers.sse import DONE
-from kubellm_gateway.proxy import AnthropicFromOpenAI, AnthropicRelay, Proxy, exhausted
+from kubellm_gateway.proxy import Proxy, exhausted
 from kubellm_gateway.resources import LLMProviderSpec
 from kubellm_gateway.routing import ModelEntry, Route, capability_route
 from kubellm_gateway.telemetry.metrics import Call, Metrics

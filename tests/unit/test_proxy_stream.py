@@ -5,11 +5,12 @@ from typing import Any
 import orjson
 import pytest
 
+from kubellm_gateway.codecs import CompletionsFromChat, OpenAIRelay
 from kubellm_gateway.errors import APIError
 from kubellm_gateway.providers.base import FailureReason, Operation, UpstreamFailure
 from kubellm_gateway.providers.mock import MockExchange
 from kubellm_gateway.providers.sse import DONE
-from kubellm_gateway.proxy import CompletionsFromChat, OpenAIRelay, client_error, exhausted
+from kubellm_gateway.proxy import client_error, exhausted
 from kubellm_gateway.resources import LLMProviderSpec, Pricing, ProviderType
 from kubellm_gateway.telemetry.metrics import Call
 from tests.unit.conftest import model_entry

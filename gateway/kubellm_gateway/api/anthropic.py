@@ -13,10 +13,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from ..codecs import AnthropicFromOpenAI, AnthropicRelay, Codec, CodecChoice
 from ..errors import APIError, bad_request
 from ..providers import anthropic_wire
 from ..providers.base import Operation, Provider
-from ..proxy import AnthropicFromOpenAI, AnthropicRelay, Codec, CodecChoice
 from ..routing import ModelEntry
 from ..telemetry.metrics import Call
 

@@ -27,10 +27,10 @@ from ..asgi import (
     send_error,
 )
 from ..auth import authenticate
+from ..codecs import CodecChoice
 from ..errors import APIError, bad_request, model_not_found, no_backend
 from ..limits import Admission, rate_limit_headers
 from ..providers.base import Operation
-from ..proxy import CodecChoice
 from ..routing import ModelEntry, Principal, Snapshot, capability_route
 from ..runtime import Runtime
 from ..telemetry import logs

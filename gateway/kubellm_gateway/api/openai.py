@@ -13,9 +13,9 @@ from starlette.routing import Route
 
 from ..asgi import json_response
 from ..auth import authenticate
+from ..codecs import CodecChoice, CompletionsFromChat, OpenAIRelay, openai_error_event
 from ..errors import APIError, bad_request, model_not_found
 from ..providers.base import Operation
-from ..proxy import CodecChoice, CompletionsFromChat, OpenAIRelay, openai_error_event
 from ..routing import ModelEntry
 from ..runtime import Runtime
 from ..telemetry.metrics import Call
