@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -24,6 +25,7 @@ from .telemetry.metrics import Call
 # Cheap pre-check before parsing a chunk: only usage-bearing chunks need parsing.
 _USAGE = re.compile(rb'"usage":\s*\{')
 _STREAM_END = b"data: [DONE]\n\n"
+_NONE: Mapping[str, str] = MappingProxyType({})
 
 
 def _json_object(data: bytes) -> Any:
@@ -58,6 +60,10 @@ class Codec(ABC):
     def __init__(self, call: Call, op: Operation) -> None:
         self.call = call
         self.op = op  # the upstream operation
+
+    def forward(self) -> Mapping[str, str]:
+        """Client headers the upstream request carries (most codecs: none)."""
+        return _NONE
 
     def request(self, body: dict[str, Any]) -> dict[str, Any]:
         """The body for the upstream operation (the provider sets the backend's model)."""
@@ -157,11 +163,15 @@ class AnthropicRelay(Codec):
     """Anthropic in, Anthropic out: payloads forwarded unchanged, `event:` lines rebuilt
     from each payload's type (the SSE parser keeps only `data`)."""
 
-    __slots__ = ("_usage",)
+    __slots__ = ("_forward", "_usage")
 
-    def __init__(self, call: Call) -> None:
+    def __init__(self, call: Call, forward: Mapping[str, str] = MappingProxyType({})) -> None:
         super().__init__(call, Operation.messages)
+        self._forward = forward
         self._usage: dict[str, Any] = {}
+
+    def forward(self) -> Mapping[str, str]:
+        return self._forward
 
     def _account(self, usage: Any) -> None:
         if not isinstance(usage, dict):

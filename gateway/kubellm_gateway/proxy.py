@@ -220,7 +220,7 @@ class Proxy:
             upstream_body = codec.request(body)  # a 400 here is the client's, not an attempt
             call.attempts += 1
             call.provider = provider.name
-            forward = {"x-request-id": call.request_id}
+            forward = {"x-request-id": call.request_id, **codec.forward()}
             attempt = None
             if call.trace is not None:
                 attempt = call.trace.attempt(provider.spec.type.value, provider.name, route.model)

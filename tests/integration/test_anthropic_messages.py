@@ -523,3 +523,18 @@ def test_readme_snippet(start_gateway: StartGateway) -> None:
         text=True,
     )
     assert result.stdout == "Mock reply from mock-small-v1: Hello!\n"
+
+
+def test_beta_headers_reach_the_anthropic_backend(
+    client: anthropic.Anthropic, fake_anthropic: FakeAnthropic
+) -> None:
+    fake_anthropic.clear()
+    client.messages.create(
+        model="claude",
+        max_tokens=16,
+        messages=ask("hi"),
+        extra_headers={"anthropic-beta": "prompt-caching-2024-07-31"},
+    )
+    sent = fake_anthropic.wait_for(lambda r: r.method == "POST")
+    assert sent.headers["anthropic-beta"] == "prompt-caching-2024-07-31"
+    assert sent.headers["anthropic-version"] == "2023-06-01"  # still the provider's pin

@@ -204,8 +204,18 @@ def test_schema_validation_passes_a_whole_request() -> None:
     assert SCHEMA.validate(Operation.messages, body) == "m"
 
 
+def test_betas_reach_anthropic_backends_only() -> None:
+    headers = [(b"anthropic-beta", b"prompt-caching-2024-07-31"), (b"anthropic-beta", b"x-2")]
+    pick = SCHEMA.codecs(Call("messages", "r"), {}, Operation.messages, Operation.chat, headers)
+    assert pick(anthropic_provider()).forward() == {
+        "anthropic-beta": "prompt-caching-2024-07-31,x-2"
+    }
+    mock = MockProvider("default/mock", LLMProviderSpec.model_validate({"type": "Mock"}))
+    assert pick(mock).forward() == {}  # an OpenAI-shaped backend has no use for them
+
+
 def test_schema_picks_the_codec_by_provider() -> None:
-    pick = SCHEMA.codecs(Call("messages", "r"), {}, Operation.messages, Operation.chat)
+    pick = SCHEMA.codecs(Call("messages", "r"), {}, Operation.messages, Operation.chat, [])
     assert isinstance(pick(anthropic_provider()), AnthropicRelay)
     mock = MockProvider("default/mock", LLMProviderSpec.model_validate({"type": "Mock"}))
     assert isinstance(pick(mock), AnthropicFromOpenAI)
@@ -313,7 +323,7 @@ async def serve(entry: ModelEntry, call: Call) -> list[Message]:
     async def send(message: Message) -> None:
         sent.append(message)
 
-    pick = SCHEMA.codecs(call, {}, Operation.messages, Operation.chat)
+    pick = SCHEMA.codecs(call, {}, Operation.messages, Operation.chat, [])
     body = {"model": "m", "max_tokens": 5, "messages": HELLO}
     await Proxy(ProviderPool(), Metrics()).serve(call, body, entry, pick, send)
     return sent

@@ -13,6 +13,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from ..asgi import RawHeaders
 from ..codecs import AnthropicFromOpenAI, AnthropicRelay, Codec, CodecChoice
 from ..errors import APIError, bad_request
 from ..providers import anthropic_wire
@@ -48,11 +49,20 @@ class AnthropicSchema:
         return model
 
     def codecs(
-        self, call: Call, body: dict[str, Any], op: Operation, upstream: Operation
+        self,
+        call: Call,
+        body: dict[str, Any],
+        op: Operation,
+        upstream: Operation,
+        headers: RawHeaders,
     ) -> CodecChoice:
+        # Betas (prompt caching, new tools...) only mean something to Anthropic itself.
+        betas = [v.decode("latin-1") for k, v in headers if k == b"anthropic-beta"]
+        forward = {"anthropic-beta": ",".join(betas)} if betas else {}
+
         def codec(provider: Provider) -> Codec:
             if Operation.messages in provider.operations:
-                return AnthropicRelay(call)
+                return AnthropicRelay(call, forward)
             return AnthropicFromOpenAI(call)
 
         return codec

@@ -46,9 +46,14 @@ class ClientSchema(Protocol):
         """The requested model id, or a 400 (the fields every backend needs are there)."""
 
     def codecs(
-        self, call: Call, body: dict[str, Any], op: Operation, upstream: Operation
+        self,
+        call: Call,
+        body: dict[str, Any],
+        op: Operation,
+        upstream: Operation,
+        headers: RawHeaders,
     ) -> CodecChoice:
-        """The codec of each attempt, by the provider it goes to."""
+        """The codec of each attempt, by the provider it goes to (`headers`: the client's)."""
 
     def error_body(self, error: APIError, request_id: str) -> bytes: ...
 
@@ -126,7 +131,7 @@ class Inference:
             if admission.usages:
                 send = _with_headers(send, rate_limit_headers(admission))
             watcher = loop.create_task(_watch_disconnect(receive, task, call))
-            codecs = self.schema.codecs(call, body, self.op, upstream_op)
+            codecs = self.schema.codecs(call, body, self.op, upstream_op, scope["headers"])
             await runtime.proxy.serve(call, body, entry, codecs, send)
         except APIError as exc:
             call.status = exc.status

@@ -11,7 +11,7 @@ from fastapi import APIRouter, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from ..asgi import json_response
+from ..asgi import RawHeaders, json_response
 from ..auth import authenticate
 from ..codecs import CodecChoice, CompletionsFromChat, OpenAIRelay, openai_error_event
 from ..errors import APIError, bad_request, model_not_found
@@ -54,7 +54,12 @@ class OpenAISchema:
         return validate(op, body)
 
     def codecs(
-        self, call: Call, body: dict[str, Any], op: Operation, upstream: Operation
+        self,
+        call: Call,
+        body: dict[str, Any],
+        op: Operation,
+        upstream: Operation,
+        headers: RawHeaders,
     ) -> CodecChoice:
         codec = (
             CompletionsFromChat(call, body) if upstream is not op else OpenAIRelay(call, op, body)
