@@ -34,6 +34,9 @@ from pydantic_core import ErrorDetails
 
 API_GROUP: Final = "kubellm.io"
 API_VERSION: Final = "kubellm.io/v1alpha1"
+# On the Secrets the operator mints API keys into: it finds them by it, and gateway pods
+# ask the API server never to send them.
+API_KEY_SECRET_LABEL: Final = f"{API_GROUP}/apikey"
 
 
 # --- scalar types ---------------------------------------------------------------------------

@@ -14,12 +14,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final
 
-from kubellm_gateway.resources import API_VERSION
+from kubellm_gateway.resources import API_KEY_SECRET_LABEL, API_VERSION
 
 KEY_PREFIX: Final = "sk-kl-"
 SECRET_KEY: Final = "apiKey"  # noqa: S105 (a name, not a secret)
 ROTATE_ANNOTATION: Final = "kubellm.io/rotate"
-OWNER_LABEL: Final = "kubellm.io/apikey"
 SHOWN_CHARACTERS: Final = len(KEY_PREFIX) + 4
 
 
@@ -83,7 +82,7 @@ def secret_body(apikey: Mapping[str, Any], key: str) -> dict[str, Any]:
         "metadata": {
             "name": apikey["spec"]["secretName"],
             "namespace": meta["namespace"],
-            "labels": {OWNER_LABEL: meta["name"]},
+            "labels": {API_KEY_SECRET_LABEL: meta["name"]},
             "ownerReferences": [owner_reference(apikey)],
         },
         "type": "Opaque",

@@ -40,6 +40,7 @@ import kopf
 
 from ..resources import (
     API_GROUP,
+    API_KEY_SECRET_LABEL,
     APIKey,
     LLMProvider,
     Resource,
@@ -61,9 +62,6 @@ PLURALS: Final[Mapping[str, str]] = {
     "AccessPolicy": "accesspolicies",
     "APIKey": "apikeys",
 }
-# The label the operator puts on the Secrets it mints keys into: the API server then
-# never even sends those to the gateway.
-API_KEY_SECRET_LABEL: Final = f"{API_GROUP}/apikey"
 CRD_RESOURCE: Final = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 SENTINEL_CRD: Final = f"{PLURALS['LLMModel']}.{API_GROUP}"
 
