@@ -80,6 +80,19 @@ class Grant:
 
     models: frozenset[str]  # the union of `policies`' models
     policies: tuple[tuple[AccessPolicy, frozenset[str]], ...]  # each naming policy, its models
+    _granting: dict[str, tuple[AccessPolicy, ...]] = field(
+        default_factory=dict, compare=False, repr=False
+    )
+
+    def granting(self, model_id: str) -> tuple[AccessPolicy, ...]:
+        """The naming policies that grant the model, in policy order; memoized, as both the
+        request's policy label and its limits ask on every request."""
+        found = self._granting.get(model_id)
+        if found is None:
+            found = self._granting[model_id] = tuple(
+                p for p, models in self.policies if model_id in models
+            )
+        return found
 
 
 GRANT_MEMO_SIZE = 10_000  # principals memoized per snapshot

@@ -82,12 +82,8 @@ def _with_headers(send: Send, extra: RawHeaders) -> Send:
 
 def _policy(snapshot: Snapshot, principal: Principal, model_id: str) -> str:
     """The first policy (by name) granting the model: the `policy` label and log field."""
-    names = [
-        f"{p.metadata.namespace}/{p.metadata.name}"
-        for p, models in snapshot.grant(principal).policies
-        if model_id in models
-    ]
-    return min(names) if names else "-"
+    granting = snapshot.grant(principal).granting(model_id)
+    return min(f"{p.metadata.namespace}/{p.metadata.name}" for p in granting) if granting else "-"
 
 
 class Inference:

@@ -82,8 +82,7 @@ class Limiter:
         if rules is None:
             rules = self._memo[key] = tuple(
                 rule
-                for policy, models in snapshot.grant(principal).policies
-                if model_id in models
+                for policy in snapshot.grant(principal).granting(model_id)
                 for rule in policy_rules(policy)
             )
         return rules
