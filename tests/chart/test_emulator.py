@@ -12,10 +12,8 @@ import yaml
 
 from kubellm_gateway.resources import parse_resource
 from tests.chart.conftest import CHART, NAMESPACE, Helm, Objects, of_kind
-from tests.chart.tools import ROOT
+from tests.support.examples import EXAMPLES, example_documents
 from tests.support.kube import KubeEmulator
-
-EXAMPLES = ROOT / "deploy" / "examples"
 
 
 @pytest.fixture
@@ -23,15 +21,6 @@ def empty_kube() -> Iterator[KubeEmulator]:
     """An emulator that knows no kubellm kinds until the CRDs are applied."""
     with KubeEmulator(crds=None) as emulator:
         yield emulator
-
-
-def example_documents() -> list[dict[str, Any]]:
-    return [
-        doc
-        for path in sorted(EXAMPLES.glob("*.yaml"))
-        for doc in yaml.safe_load_all(path.read_text())
-        if doc
-    ]
 
 
 def kubellm_documents() -> list[dict[str, Any]]:

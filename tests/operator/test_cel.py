@@ -12,7 +12,7 @@ from celpy.adapter import json_to_cel
 
 from kubellm_gateway.resources import API_VERSION, ResourceError, parse_resource
 from kubellm_operator.crds import KINDS, crd
-from tests.operator.test_examples import example_documents
+from tests.support.examples import example_documents
 
 CEL = celpy.Environment()
 SCHEMAS = {k.kind: crd(k)["spec"]["versions"][0]["schema"]["openAPIV3Schema"] for k in KINDS}

@@ -3,26 +3,11 @@ operator reconciling, every resource Ready and both API keys minted."""
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
-
-import yaml
-
 from kubellm_gateway.resources import parse_resource
 from kubellm_operator.reconciler import Reconciler
 from tests.operator.conftest import minted_key, wait_condition
+from tests.support.examples import EXAMPLES, example_documents
 from tests.support.kube import KubeAPI, KubeEmulator
-
-EXAMPLES = Path(__file__).resolve().parents[2] / "deploy" / "examples"
-
-
-def example_documents() -> list[dict[str, Any]]:
-    return [
-        doc
-        for path in sorted(EXAMPLES.glob("*.yaml"))
-        for doc in yaml.safe_load_all(path.read_text())
-        if doc
-    ]
 
 
 def test_the_examples_parse_and_cover_every_kind() -> None:
