@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 
 import aiohttp
 import openai
@@ -33,6 +34,19 @@ def control(fake_azure: FakeUpstream) -> Iterator[FakeAzureControl]:
         yield c
 
 
+def token_source(
+    control: FakeAzureControl,
+    session: aiohttp.ClientSession,
+    clock: Callable[[], float] = time.monotonic,
+    *,
+    tenant: str = TENANT,
+    client: str = CLIENT,
+    secret: str = SECRET,
+) -> EntraTokenSource:
+    credentials = ClientCredentials(tenant, client, secret, control.url)
+    return EntraTokenSource(credentials, COGNITIVE_SERVICES_SCOPE, lambda: session, clock)
+
+
 class Clock:
     def __init__(self) -> None:
         self.now = 1000.0
@@ -47,12 +61,7 @@ async def test_token_is_cached_shared_and_refreshed_before_expiry(
     clock = Clock()
     control.expires_in = 3600
     async with aiohttp.ClientSession() as session:
-        source = EntraTokenSource(
-            ClientCredentials(TENANT, CLIENT, SECRET, control.url),
-            COGNITIVE_SERVICES_SCOPE,
-            lambda: session,
-            clock,
-        )
+        source = token_source(control, session, clock)
         tokens = await asyncio.gather(*(source.token() for _ in range(20)))
         assert len(set(tokens)) == 1 and control.token_requests == 1
         clock.now += 3600 - 299  # inside the 300 s refresh margin
@@ -63,12 +72,7 @@ async def test_token_is_cached_shared_and_refreshed_before_expiry(
 async def test_failed_refresh_keeps_a_still_valid_token(control: FakeAzureControl) -> None:
     clock = Clock()
     async with aiohttp.ClientSession() as session:
-        source = EntraTokenSource(
-            ClientCredentials(TENANT, CLIENT, SECRET, control.url),
-            COGNITIVE_SERVICES_SCOPE,
-            lambda: session,
-            clock,
-        )
+        source = token_source(control, session, clock)
         first = await source.token()
         control.down = True
         clock.now += 3500  # due for refresh, not yet expired
@@ -90,11 +94,7 @@ async def test_refused_credentials_say_why_without_the_secret(
     control: FakeAzureControl, tenant: str, client: str, secret: str, reason: str
 ) -> None:
     async with aiohttp.ClientSession() as session:
-        source = EntraTokenSource(
-            ClientCredentials(tenant, client, secret, control.url),
-            COGNITIVE_SERVICES_SCOPE,
-            lambda: session,
-        )
+        source = token_source(control, session, tenant=tenant, client=client, secret=secret)
         with pytest.raises(EntraError, match=reason) as caught:
             await source.token()
     assert secret not in str(caught.value)
