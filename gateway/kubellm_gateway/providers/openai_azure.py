@@ -57,7 +57,6 @@ class AzureOpenAIProvider(HTTPProvider):
         entra = spec.azure.entraID if spec.azure is not None else None
         super().__init__(name, spec, None if entra is not None else secret)
         self._entra: EntraTokenSource | None = None
-        self._bearer: str | None = None
         if entra is not None:
             credentials = ClientCredentials(
                 entra.tenantID, entra.clientID, secret or "", entra.authorityHost
@@ -69,10 +68,10 @@ class AzureOpenAIProvider(HTTPProvider):
     ) -> Exchange:
         if self._entra is not None:
             try:
-                # Read by headers(), which runs before open() first yields: no interleaving.
-                self._bearer = await self._entra.token()
+                token = await self._entra.token()
             except EntraError as exc:
                 raise UpstreamFailure(FailureReason.credentials, str(exc)) from None
+            forward = {**forward, "authorization": f"Bearer {token}"}
         return await super().open(op, body, model, stream, forward)
 
     def url(self, op: Operation, model: str) -> str:
@@ -85,9 +84,7 @@ class AzureOpenAIProvider(HTTPProvider):
 
     def headers(self, forward: Headers) -> dict[str, str]:
         headers = {"content-type": "application/json", **forward}
-        if self._bearer is not None:
-            headers["authorization"] = f"Bearer {self._bearer}"
-        elif self._api_key:
+        if self._api_key:  # None with Entra ID: open() put the bearer token in `forward`
             headers["api-key"] = self._api_key
         return headers
 
