@@ -34,6 +34,7 @@ import yaml
 
 from bench import processes
 from bench.procfs import rss_bytes
+from kubellm_gateway.collector import Collector
 from kubellm_gateway.providers.pool import ProviderPool
 from kubellm_gateway.resources import Resource, parse_resource
 from kubellm_gateway.routing import BuildCache, build
@@ -116,12 +117,15 @@ def cluster_of(models: int, keys: int, policies: int) -> list[Resource]:
     return [_parsed(doc) for doc in docs]
 
 
+COLLECTOR = Collector()
+
+
 def timed_build(resources: list[Resource], pool: ProviderPool, cache: BuildCache | None) -> float:
-    gc.unfreeze()  # as Runtime.apply does around every build
-    started = time.perf_counter()
-    build(resources, pool, 1, keys_from_secrets=False, cache=cache)
-    elapsed = time.perf_counter() - started
-    gc.freeze()
+    with COLLECTOR.paused():  # as Runtime.apply does around every build
+        started = time.perf_counter()
+        build(resources, pool, 1, keys_from_secrets=False, cache=cache)
+        elapsed = time.perf_counter() - started
+    COLLECTOR.settle()
     return elapsed
 
 

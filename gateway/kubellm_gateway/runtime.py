@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import asyncio
-import gc
 import logging
 from typing import TYPE_CHECKING
 
+from .collector import Collector
 from .limits import create_limiter
 from .providers.pool import ProviderPool
 from .proxy import Proxy
@@ -59,27 +59,23 @@ class Runtime:
         self.proxy = Proxy(self.pool, self.metrics)
         self.snapshot: Snapshot = EMPTY  # replaced whole, never mutated: requests read it once
         self.build_cache = BuildCache()  # for apply's builds only, which run one at a time
+        self.collector = Collector()
         self.ready = asyncio.Event()
 
     async def apply(self, resources: list[Resource], invalid: dict[str, int]) -> None:
         """Build a snapshot off the loop, then swap it in with one assignment."""
         generation = self.snapshot.generation + 1
-        # What the last freeze held back from the collector is collectable again.
-        gc.unfreeze()
-        snapshot, left = await asyncio.to_thread(
-            build,
-            resources,
-            self.pool,
-            generation,
-            keys_from_secrets=self.settings.source == "files",
-            cache=self.build_cache,
-        )
+        with self.collector.paused():
+            snapshot, left = await asyncio.to_thread(
+                build,
+                resources,
+                self.pool,
+                generation,
+                keys_from_secrets=self.settings.source == "files",
+                cache=self.build_cache,
+            )
         self.snapshot = snapshot
-        # The configuration lives until the next change: keep its objects out of every
-        # collection. A full pass over 10,000 models' objects held the GIL for hundreds of
-        # milliseconds, stalling requests (bench/README.md, "Propagation"). Snapshots hold
-        # no reference cycles, so one a later swap drops is still freed by refcounting.
-        gc.freeze()
+        self.collector.settle()
         self.pool.retire(left)
         self.metrics.generation.set(generation)
         for kind in KINDS:
