@@ -616,7 +616,8 @@ class _Builder:
         if not self.keys_from_secrets:
             self.problem(
                 f"{_owner(k)}: no status.keyHash yet (the operator writes it after minting the "
-                "key); refused until then, since the gateway never reads API-key Secrets in a cluster"
+                "key); refused until then, since the gateway never reads API-key Secrets in a "
+                "cluster"
             )
             return None
         value = self.secret_value(
