@@ -32,7 +32,7 @@ import logging
 import os
 import threading
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Final
 
@@ -170,6 +170,22 @@ class ResourceStore:
         return found, invalid
 
 
+class _NoEssence(kopf.DiffBaseStorage):
+    """No diff base: kopf deep-copies every object on every event to diff it for change
+    handlers, and the gateway has none (only index and event handlers)."""
+
+    def build(
+        self, *, body: kopf.Body, extra_fields: Iterable[Any] | None = None
+    ) -> kopf.BodyEssence:
+        return kopf.BodyEssence()
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        pass
+
+
 class KubernetesSource:
     """kopf in a thread of its own, feeding `apply` on the serving loop."""
 
@@ -252,6 +268,7 @@ class KubernetesSource:
     def _settings(self) -> kopf.OperatorSettings:
         settings = kopf.OperatorSettings()
         settings.posting.enabled = False  # no Kubernetes Events: the gateway never writes
+        settings.persistence.diffbase_storage = _NoEssence()
         # Resources are resolved once at start (the CRDs come before the gateway), so kopf
         # needs no watch of all CRDs and namespaces, nor the RBAC for them.
         settings.scanning.disabled = True
