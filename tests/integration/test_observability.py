@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from tests.conftest import StartGateway
-from tests.fakes.otlp import CLIENT, SERVER, FakeCollector
+from tests.fakes.otlp import CLIENT, JSON, PROTOBUF, SERVER, FakeCollector
 from tests.fakes.upstream import FakeUpstream
 from tests.support.gateway import GatewayProcess, new_key
 from tests.support.manifests import api_key, backend, dump, model, openai_provider, policy, provider
@@ -39,17 +39,34 @@ def collector() -> Iterator[FakeCollector]:
         yield c
 
 
-def traced(start: StartGateway, fake: FakeUpstream, collector: FakeCollector) -> GatewayProcess:
+# Both exporters the gateway has: its own JSON one (the default) and the SDK's protobuf.
+PROTOCOLS = pytest.mark.parametrize(
+    ("protocol", "content_type"), [("http/json", JSON), ("http/protobuf", PROTOBUF)]
+)
+
+
+def traced(
+    start: StartGateway, fake: FakeUpstream, collector: FakeCollector, protocol: str
+) -> GatewayProcess:
     return start(
         manifests(fake),
-        env={"OTEL_EXPORTER_OTLP_ENDPOINT": collector.url, "OTEL_BSP_SCHEDULE_DELAY": "50"},
+        env={
+            "OTEL_EXPORTER_OTLP_ENDPOINT": collector.url,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": protocol,
+            "OTEL_BSP_SCHEDULE_DELAY": "50",
+        },
     )
 
 
+@PROTOCOLS
 def test_span_tree_across_a_fallback(
-    start_gateway: StartGateway, fake_openai: FakeUpstream, collector: FakeCollector
+    start_gateway: StartGateway,
+    fake_openai: FakeUpstream,
+    collector: FakeCollector,
+    protocol: str,
+    content_type: str,
 ) -> None:
-    gateway = traced(start_gateway, fake_openai, collector)
+    gateway = traced(start_gateway, fake_openai, collector, protocol)
     fake_openai.clear()
     client = openai.OpenAI(base_url=gateway.base_url, api_key=KEY, max_retries=0)
     client.chat.completions.create(
@@ -80,12 +97,18 @@ def test_span_tree_across_a_fallback(
     # No prompt or completion text in any span.
     for span in spans:
         assert "a b" not in orjson.dumps(span.attributes).decode()
+    assert {r.headers["content-type"] for r in collector.requests} == {content_type}
 
 
+@PROTOCOLS
 def test_stream_span_has_first_token_event_and_response_model(
-    start_gateway: StartGateway, fake_openai: FakeUpstream, collector: FakeCollector
+    start_gateway: StartGateway,
+    fake_openai: FakeUpstream,
+    collector: FakeCollector,
+    protocol: str,
+    content_type: str,
 ) -> None:
-    gateway = traced(start_gateway, fake_openai, collector)
+    gateway = traced(start_gateway, fake_openai, collector, protocol)
     client = openai.OpenAI(base_url=gateway.base_url, api_key=KEY, max_retries=0)
     list(client.chat.completions.create(model="up", messages=ASK, stream=True))
     spans = collector.wait(lambda s: any(x.kind == SERVER for x in s))
@@ -93,6 +116,7 @@ def test_stream_span_has_first_token_event_and_response_model(
     assert server.events == ("gen_ai.first_token",)
     assert server.attributes["gen_ai.response.model"] == "gpt-4o-mini"
     assert len(server.trace_id) == 32 and not server.parent_span_id  # a new trace
+    assert {r.headers["content-type"] for r in collector.requests} == {content_type}
 
 
 def test_access_log_one_json_line_per_request(

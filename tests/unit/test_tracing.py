@@ -1,15 +1,36 @@
-"""Span tree and GenAI attributes of telemetry.tracing, with the SDK's in-memory exporter."""
+"""Span tree and GenAI attributes of telemetry.tracing, with the SDK's in-memory exporter;
+the OTLP/HTTP JSON exporter against a fake collector on 127.0.0.1."""
 
 from __future__ import annotations
 
+import gzip
+import math
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import orjson
 import pytest
-from opentelemetry.sdk.trace import TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.sdk.trace.sampling import ALWAYS_OFF
-from opentelemetry.trace import SpanKind, StatusCode
+from opentelemetry.trace import SpanKind, Status, StatusCode, set_span_in_context
+from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from kubellm_gateway.telemetry.tracing import Tracing, wanted
+from kubellm_gateway.telemetry.otlp_json import (
+    ExportConfig,
+    OTLPJSONSpanExporter,
+    _any_value,
+    encode,
+)
+from kubellm_gateway.telemetry.tracing import Tracing, otlp_provider, span_exporter, wanted
+from tests.fakes.otlp import CLIENT, PROTOBUF, SERVER, FakeCollector, decode
 
 PARENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_SPAN = "00f067aa0ba902b7"
@@ -116,3 +137,271 @@ def test_unsampled_requests_make_no_spans_but_still_propagate(
     attempt.end("timeout")
     trace.finish(200, 1, 2, None, None)
     assert exporter.get_finished_spans() == ()
+
+
+def test_sampled_headers_match_the_w3c_propagator(tracing: Tracing) -> None:
+    # Formatted directly from the span context: the same bytes the SDK's propagator writes.
+    state = b"vendor=abc,other=1"
+    trace = tracing.request([(b"traceparent", TRACEPARENT), (b"tracestate", state)], "chat", "r")
+    assert trace is not None
+    attempt = trace.attempt("OpenAI", "default/openai", "gpt-4o")
+    expected: dict[str, str] = {}
+    TraceContextTextMapPropagator().inject(expected, set_span_in_context(attempt.span))
+    assert attempt.headers() == expected
+    assert expected["tracestate"] == state.decode()
+
+
+# The exporter: protocol choice, configuration, JSON encoding, sending.
+
+
+@pytest.mark.parametrize(
+    ("env", "kind"),
+    [
+        ({}, OTLPJSONSpanExporter),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"}, OTLPJSONSpanExporter),
+        ({"OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"}, OTLPSpanExporter),
+        # The signal's own variable wins over the general one.
+        (
+            {
+                "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json",
+                "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+            },
+            OTLPSpanExporter,
+        ),
+    ],
+)
+def test_protocol_chooses_the_exporter(env: dict[str, str], kind: type[SpanExporter]) -> None:
+    chosen = span_exporter(env)
+    assert type(chosen) is kind
+    chosen.shutdown()
+
+
+@pytest.mark.parametrize(
+    "variable", ["OTEL_EXPORTER_OTLP_PROTOCOL", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"]
+)
+def test_grpc_is_refused_at_startup_naming_the_variable(variable: str) -> None:
+    with pytest.raises(ValueError, match=f"{variable}=grpc.*not installed"):
+        otlp_provider(env={variable: "grpc"})
+
+
+def test_unknown_protocol_is_refused() -> None:
+    with pytest.raises(ValueError, match="OTEL_EXPORTER_OTLP_PROTOCOL='thrift'"):
+        span_exporter({"OTEL_EXPORTER_OTLP_PROTOCOL": "thrift"})
+
+
+@pytest.mark.parametrize(
+    ("env", "endpoint"),
+    [
+        ({}, "http://localhost:4318/v1/traces"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4318"}, "http://c:4318/v1/traces"),
+        ({"OTEL_EXPORTER_OTLP_ENDPOINT": "https://c/otlp/"}, "https://c/otlp/v1/traces"),
+        # The signal's own endpoint is used as it is, and wins.
+        (
+            {
+                "OTEL_EXPORTER_OTLP_ENDPOINT": "http://general:4318",
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://own:9/ingest",
+            },
+            "http://own:9/ingest",
+        ),
+    ],
+)
+def test_endpoint_precedence(env: dict[str, str], endpoint: str) -> None:
+    assert ExportConfig.from_env(env).endpoint == endpoint
+
+
+def test_headers_timeout_and_compression_from_the_environment(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    config = ExportConfig.from_env(
+        {
+            "OTEL_EXPORTER_OTLP_HEADERS": "x-general=1",
+            "OTEL_EXPORTER_OTLP_TRACES_HEADERS": "Api-Key=s3cr%3Dt%2C1 , x-b=two==,broken,",
+            "OTEL_EXPORTER_OTLP_TIMEOUT": "2500",
+            "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION": "gzip",
+        }
+    )
+    # The traces variable replaces the general one; values are URL-decoded.
+    assert config.headers == {"api-key": "s3cr=t,1", "x-b": "two=="}
+    assert config.timeout == 2.5  # milliseconds in the variable
+    assert config.gzip
+    assert "OTEL_EXPORTER_OTLP_TRACES_HEADERS: entry 3 is not key=value" in caplog.text
+    assert "s3cr" not in caplog.text
+    defaults = ExportConfig.from_env({})
+    assert (defaults.headers, defaults.timeout, defaults.gzip) == ({}, 10.0, False)
+    with pytest.raises(ValueError, match="OTEL_EXPORTER_OTLP_COMPRESSION='br'"):
+        ExportConfig.from_env({"OTEL_EXPORTER_OTLP_COMPRESSION": "br"})
+    with pytest.raises(ValueError, match="OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"):
+        ExportConfig.from_env({"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "10s"})
+
+
+def finished_spans() -> tuple[ReadableSpan, ...]:
+    """A server span continuing a remote parent and, under it, a failed client span."""
+    memory = InMemorySpanExporter()
+    provider = TracerProvider(resource=Resource.create({"service.name": "svc"}))
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    tracer = provider.get_tracer("kubellm", "1.2")
+    parent = TraceContextTextMapPropagator().extract({"traceparent": TRACEPARENT.decode()})
+    server = tracer.start_span(
+        "chat m",
+        context=parent,
+        kind=SpanKind.SERVER,
+        attributes={"s": "x", "i": 2**40, "f": 0.5, "b": True, "a": ("p", "q"), "n": (1, 2)},
+    )
+    client = tracer.start_span("chat m", context=set_span_in_context(server), kind=SpanKind.CLIENT)
+    client.add_event("gen_ai.first_token", {"at": 3})
+    client.set_status(Status(StatusCode.ERROR, "boom"))
+    client.end()
+    server.end()
+    return memory.get_finished_spans()
+
+
+def test_json_encoding_follows_the_otlp_json_mapping() -> None:
+    spans = finished_spans()
+    body = orjson.loads(encode(spans))
+    (resource_spans,) = body["resourceSpans"]
+    resource = {a["key"]: a["value"] for a in resource_spans["resource"]["attributes"]}
+    assert resource["service.name"] == {"stringValue": "svc"}
+    (scope_spans,) = resource_spans["scopeSpans"]
+    assert scope_spans["scope"] == {"name": "kubellm", "version": "1.2"}
+    client, server = scope_spans["spans"]
+    assert server["traceId"] == PARENT_TRACE and server["parentSpanId"] == PARENT_SPAN
+    assert client["parentSpanId"] == server["spanId"] and len(client["spanId"]) == 16
+    assert (server["kind"], client["kind"]) == (2, 3)  # enums as integers
+    assert server["flags"] == 0x300 and client["flags"] == 0x100  # parent remote, or not
+    assert server["startTimeUnixNano"] == str(spans[1].start_time)  # int64: a string
+    assert {a["key"]: a["value"] for a in server["attributes"]} == {
+        "s": {"stringValue": "x"},
+        "i": {"intValue": str(2**40)},
+        "f": {"doubleValue": 0.5},
+        "b": {"boolValue": True},
+        "a": {"arrayValue": {"values": [{"stringValue": "p"}, {"stringValue": "q"}]}},
+        "n": {"arrayValue": {"values": [{"intValue": "1"}, {"intValue": "2"}]}},
+    }
+    (event,) = client["events"]
+    assert event["name"] == "gen_ai.first_token"
+    assert event["timeUnixNano"] == str(spans[0].events[0].timestamp)
+    assert event["attributes"] == [{"key": "at", "value": {"intValue": "3"}}]
+    assert client["status"] == {"code": 2, "message": "boom"}
+    assert server["status"] == {}
+
+
+def test_json_equals_the_protobuf_exporters_message_in_json() -> None:
+    # The SDK's protobuf, read back and written by the protobuf library's JSON mapping
+    # (which OTLP JSON follows, ids aside): every field, every type, the same.
+    spans = finished_spans()
+    protobuf = encode_spans(spans).SerializeToString()
+    assert orjson.loads(encode(spans)) == decode(PROTOBUF, protobuf)
+
+
+def test_non_finite_doubles_are_spelled_as_proto3_json_does() -> None:
+    assert [_any_value(v) for v in (math.nan, math.inf, -math.inf)] == [
+        {"doubleValue": "NaN"},
+        {"doubleValue": "Infinity"},
+        {"doubleValue": "-Infinity"},
+    ]
+
+
+@pytest.fixture
+def collector() -> Iterator[FakeCollector]:
+    with FakeCollector() as c:
+        yield c
+
+
+def json_exporter(collector: FakeCollector, **config: Any) -> OTLPJSONSpanExporter:
+    return OTLPJSONSpanExporter(
+        ExportConfig(endpoint=collector.url + "/v1/traces", **config), backoff=0.01
+    )
+
+
+def test_export_posts_json_with_the_configured_headers(collector: FakeCollector) -> None:
+    sender = json_exporter(collector, headers={"api-key": "k1"})
+    assert sender.export(finished_spans()) is SpanExportResult.SUCCESS
+    assert sender.export(finished_spans()) is SpanExportResult.SUCCESS
+    sender.shutdown()
+    first, second = collector.requests
+    assert first.client == second.client  # one kept-alive connection
+    for request in collector.requests:
+        assert request.headers["content-type"] == "application/json"
+        assert request.headers["api-key"] == "k1"
+        assert "content-encoding" not in request.headers
+        assert orjson.loads(request.body)["resourceSpans"]
+    assert [s.name for s in collector.spans] == ["chat m"] * 4
+    assert sender.export(finished_spans()) is SpanExportResult.FAILURE  # after shutdown
+
+
+def test_gzip_compresses_and_the_collector_decompresses(collector: FakeCollector) -> None:
+    sender = json_exporter(collector, gzip=True)
+    spans = finished_spans()
+    assert sender.export(spans) is SpanExportResult.SUCCESS
+    sender.shutdown()
+    (request,) = collector.requests
+    assert request.headers["content-encoding"] == "gzip"
+    assert gzip.decompress(request.body) == encode(spans)
+    assert len(request.body) < len(encode(spans))
+    assert {s.kind for s in collector.spans} == {SERVER, CLIENT}
+
+
+@pytest.mark.parametrize("answer", [503, 429])
+def test_retryable_answers_are_retried(collector: FakeCollector, answer: int) -> None:
+    collector.answers = [(answer, {}), (answer, {"retry-after": "0"})]
+    sender = json_exporter(collector)
+    assert sender.export(finished_spans()) is SpanExportResult.SUCCESS
+    sender.shutdown()
+    assert len(collector.requests) == 3
+    assert len(collector.spans) == 2  # delivered once, by the third request
+
+
+def test_other_answers_drop_the_batch_once_logged_without_secrets(
+    collector: FakeCollector, caplog: pytest.LogCaptureFixture
+) -> None:
+    collector.answers = [(400, {}), (400, {})]
+    sender = json_exporter(collector, headers={"authorization": "Bearer s3cret"})
+    assert sender.export(finished_spans()) is SpanExportResult.FAILURE
+    assert sender.export(finished_spans()) is SpanExportResult.FAILURE
+    sender.shutdown()
+    assert len(collector.requests) == 2  # one each: a 400 is not retried
+    warnings = [r.getMessage() for r in caplog.records if "answered 400" in r.getMessage()]
+    assert len(warnings) == 1
+    assert "s3cret" not in caplog.text
+
+
+def test_retries_stop_at_the_timeout(collector: FakeCollector) -> None:
+    collector.answers = [(503, {})] * 100
+    sender = json_exporter(collector, timeout=0.3)
+    started = time.monotonic()
+    assert sender.export(finished_spans()) is SpanExportResult.FAILURE
+    assert time.monotonic() - started < 1
+    assert 2 <= len(collector.requests) < 100
+    sender.shutdown()
+
+
+def test_connection_errors_are_retried() -> None:
+    # Its port is chosen but nothing listens yet: the collector comes up while the
+    # exporter backs off.
+    collector = FakeCollector()
+    sender = json_exporter(collector, timeout=5)
+    result: list[SpanExportResult] = []
+    worker = threading.Thread(target=lambda: result.append(sender.export(finished_spans())))
+    worker.start()
+    time.sleep(0.2)
+    with collector:
+        worker.join(5)
+    sender.shutdown()
+    assert result == [SpanExportResult.SUCCESS]
+    assert len(collector.spans) == 2
+
+
+def test_a_connection_the_collector_closed_is_replaced_at_once(collector: FakeCollector) -> None:
+    sender = OTLPJSONSpanExporter(ExportConfig(endpoint=collector.url + "/v1/traces"), backoff=5.0)
+    assert sender.export(finished_spans()) is SpanExportResult.SUCCESS
+    # As when the collector drops an idle kept-alive connection between two batches.
+    # No public way to age a connection: the test reaches in.
+    connection = sender._connection
+    assert connection is not None and connection.sock is not None
+    connection.sock.shutdown(socket.SHUT_RDWR)
+    started = time.monotonic()
+    assert sender.export(finished_spans()) is SpanExportResult.SUCCESS
+    assert time.monotonic() - started < 1  # no 5 s backoff
+    sender.shutdown()
+    first, second = collector.requests
+    assert first.client != second.client
