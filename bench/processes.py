@@ -21,11 +21,16 @@ def free_port() -> int:
 
 
 def spawn(
-    command: list[str], log_path: Path | None = None, env: dict[str, str] | None = None
+    command: list[str],
+    log_path: Path | None = None,
+    env: dict[str, str] | None = None,
+    cpus: set[int] | None = None,
 ) -> subprocess.Popen[bytes]:
     """Start `command` in a new session (so stopping it takes its children along); its output
-    goes to `log_path`, or to pipes when there is none. `env` adds to this environment."""
+    goes to `log_path`, or to pipes when there is none. `env` adds to this environment;
+    `cpus` confines it (and every thread it starts) to those CPUs."""
     environment = {**os.environ, **env} if env else None
+    confine = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
     if log_path is None:
         process = subprocess.Popen(
             command,
@@ -33,6 +38,7 @@ def spawn(
             stderr=subprocess.PIPE,
             start_new_session=True,
             env=environment,
+            preexec_fn=confine,  # noqa: PLW1509 - only sets the CPU mask before exec
         )
     else:
         with log_path.open("wb") as log:
@@ -42,6 +48,7 @@ def spawn(
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
                 env=environment,
+                preexec_fn=confine,  # noqa: PLW1509 - only sets the CPU mask before exec
             )
     _live.add(process)
     return process
@@ -66,9 +73,9 @@ def stop_all() -> None:
         stop(process)
 
 
-def run(command: list[str], timeout: float) -> str:
+def run(command: list[str], timeout: float, cpus: set[int] | None = None) -> str:
     """Run `command` to completion (killed after `timeout` seconds); its stdout."""
-    process = spawn(command)
+    process = spawn(command, cpus=cpus)
     try:
         stdout, stderr = process.communicate(timeout=timeout)
     finally:

@@ -12,7 +12,13 @@ Three measurements in one run (python -m bench.propagation; bench/README.md):
    the API at `--rate` per second, and a poller reads /v1/models every `--poll` seconds:
    the time from a create's answer to the first listing that holds the model.
 3. churn: request latency (bench.loadgen, 1 client, a Mock model) while nothing changes,
-   then while `--rate` model edits per second arrive, back to back.
+   while `--rate` model edits per second arrive in a namespace the gateway does not
+   follow (the control: what the emulator's and the editor's own work costs), and while
+   they arrive in the one it follows; back to back, in `--rounds` rounds.
+
+The emulator (a Python stand-in for an API server that runs on other machines) and this
+process (the editor) are confined to the last CPU, the gateway and the load generator to
+the others, so that the emulator's work is not counted as the gateway's.
 """
 
 import argparse
@@ -43,22 +49,28 @@ ROOT = Path(__file__).resolve().parents[1]
 CRD_DIR = ROOT / "helm" / "kubellm" / "crds"
 KUBELLM = "kubellm.io/v1alpha1"
 NAMESPACE = "bench"
+UNFOLLOWED = "bench-unfollowed"  # the control's namespace
+_ALL_CPUS = os.sched_getaffinity(0)
+# (the gateway's and the load generator's CPUs, the emulator's and the editor's)
+SERVING_CPUS, CLUSTER_CPUS = (
+    (_ALL_CPUS - {max(_ALL_CPUS)}, {max(_ALL_CPUS)}) if len(_ALL_CPUS) > 1 else (None, None)
+)
 API_KEY = "sk-kl-bench-" + hashlib.sha256(str(time.time_ns()).encode()).hexdigest()[:32]
 
 
-def _path(kind: str) -> str:
+def _path(kind: str, namespace: str = NAMESPACE) -> str:
     plural = {"LLMProvider": "llmproviders", "LLMModel": "llmmodels"}.get(kind)
     plural = plural or {"AccessPolicy": "accesspolicies", "APIKey": "apikeys"}[kind]
-    return f"/apis/kubellm.io/v1alpha1/namespaces/{NAMESPACE}/{plural}"
+    return f"/apis/kubellm.io/v1alpha1/namespaces/{namespace}/{plural}"
 
 
-def _model(name: str, group: int, **labels: str) -> dict[str, Any]:
+def _model(name: str, group: int, namespace: str = NAMESPACE, **labels: str) -> dict[str, Any]:
     return {
         "apiVersion": KUBELLM,
         "kind": "LLMModel",
         "metadata": {
             "name": name,
-            "namespace": NAMESPACE,
+            "namespace": namespace,
             "labels": {"tier": f"t{group % 10}", **labels},
         },
         "spec": {
@@ -189,7 +201,7 @@ class Cluster:
         self.kube_url = f"http://127.0.0.1:{kube_port}"
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "tests.support.kube", str(kube_port)]
-        self.kube = processes.spawn(command, workdir / "kube.log")
+        self.kube = processes.spawn(command, workdir / "kube.log", cpus=CLUSTER_CPUS)
         self.api = httpx2.Client(base_url=self.kube_url, timeout=10)
         self._wait_for_kube()
         self._seed()
@@ -207,7 +219,7 @@ class Cluster:
             *("--kubeconfig", str(config), "--namespaces", NAMESPACE),
             *("--port", str(self.port), "--metrics-port", "0", "--log-level", "warning"),
         ]
-        self.gateway = processes.spawn(gateway, workdir / "gateway.log")
+        self.gateway = processes.spawn(gateway, workdir / "gateway.log", cpus=SERVING_CPUS)
         processes.wait_ready("gateway", self.gateway, self.port, workdir / "gateway.log", 60)
         self.http = httpx2.Client(
             base_url=self.url, timeout=10, headers={"authorization": f"Bearer {API_KEY}"}
@@ -306,10 +318,12 @@ def propagation(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
 def churn(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
     target = _model("steady", 0)
     cluster.create(_path("LLMModel"), target)
+    for i in range(args.models):  # what the control edits
+        cluster.create(_path("LLMModel", UNFOLLOWED), _model(f"p{i}", i, UNFOLLOWED))
     while target["spec"]["model"] not in cluster.listed():
         time.sleep(0.05)
 
-    def load() -> dict[str, Any]:
+    def load() -> dict[str, float]:
         output = processes.run(
             [
                 *(sys.executable, "-m", "bench.loadgen", "--url"),
@@ -318,44 +332,67 @@ def churn(cluster: Cluster, args: argparse.Namespace) -> dict[str, Any]:
                 *("-c", "1", "--warmup", "1", "--duration", str(args.churn_seconds)),
             ],
             timeout=args.churn_seconds + 60,
+            cpus=SERVING_CPUS,
         )
-        result: dict[str, Any] = json.loads(output)
-        return result
+        result = json.loads(output)
+        if result["errors"]:
+            raise RuntimeError(f"{result['errors']} requests failed during churn")
+        latency: dict[str, float] = result["latency_ms"]
+        return latency
 
-    quiet = load()
-    stop = threading.Event()
-    edits = 0
+    def edited(namespace: str) -> tuple[dict[str, float], int]:
+        """Latency while `--rate` edits a second arrive in `namespace`, and the edits made."""
+        stop = threading.Event()
+        edits = 0
 
-    def edit_models() -> None:
-        nonlocal edits
-        started = time.monotonic()
-        while not stop.is_set() and edits < 100_000:
-            name = f"p{edits % args.models}"
-            cluster.api.patch(
-                _path("LLMModel") + f"/{name}",
-                json={"metadata": {"labels": {"edit": str(edits)}}},
-                headers={"Content-Type": "application/merge-patch+json"},
-            ).raise_for_status()
-            edits += 1
-            delay = started + edits / args.rate - time.monotonic()
-            if delay > 0:
-                time.sleep(delay)
+        def edit_models() -> None:
+            nonlocal edits
+            started = time.monotonic()
+            while not stop.is_set() and edits < 100_000:
+                cluster.api.patch(
+                    _path("LLMModel", namespace) + f"/p{edits % args.models}",
+                    json={"metadata": {"labels": {"edit": str(edits)}}},
+                    headers={"Content-Type": "application/merge-patch+json"},
+                ).raise_for_status()
+                edits += 1
+                delay = started + edits / args.rate - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
 
-    editor = threading.Thread(target=edit_models)
-    editor.start()
-    try:
-        busy = load()
-    finally:
-        stop.set()
-        editor.join()
-    ratio = {q: busy["latency_ms"][q] / quiet["latency_ms"][q] for q in ("p50", "p99")}
+        editor = threading.Thread(target=edit_models)
+        editor.start()
+        try:
+            return load(), edits
+        finally:
+            stop.set()
+            editor.join()
+
+    rounds: list[dict[str, Any]] = []
+    for _ in range(args.rounds):
+        quiet = load()
+        control, _ = edited(UNFOLLOWED)
+        busy, edits = edited(NAMESPACE)
+        rounds.append({"quiet_ms": quiet, "control_ms": control, "churn_ms": busy, "edits": edits})
+
+    def ratio(window: str) -> dict[str, float]:
+        return {
+            q: statistics.median(r[window][q] / r["quiet_ms"][q] for r in rounds)
+            for q in ("p50", "p99")
+        }
+
+    def median_ms(window: str) -> dict[str, float]:
+        return {q: statistics.median(r[window][q] for r in rounds) for q in ("p50", "p99")}
+
     return {
         "edits_per_s": args.rate,
-        "edits": edits,
-        "quiet_ms": quiet["latency_ms"],
-        "churn_ms": busy["latency_ms"],
-        "errors": quiet["errors"] + busy["errors"],
-        "ratio": ratio,
+        "edits": sum(r["edits"] for r in rounds),
+        "rounds": rounds,
+        "cpus": {"serving": sorted(SERVING_CPUS or ()), "cluster": sorted(CLUSTER_CPUS or ())},
+        "quiet_ms": median_ms("quiet_ms"),
+        "control_ms": median_ms("control_ms"),
+        "churn_ms": median_ms("churn_ms"),
+        "control_ratio": ratio("control_ms"),
+        "ratio": ratio("churn_ms"),
     }
 
 
@@ -377,10 +414,13 @@ def report(results: dict[str, Any]) -> None:
         f"max {p['max_s'] * 1e3:.0f} ms (poll every {p['poll_s'] * 1e3:.0f} ms)"
     )
     print(
-        f"churn     {c['edits']} edits at {c['edits_per_s']:.0f}/s: p50 "
+        f"churn     {c['edits']} edits at {c['edits_per_s']:.0f}/s, medians of rounds: p50 "
         f"{c['quiet_ms']['p50']:.2f} -> {c['churn_ms']['p50']:.2f} ms "
         f"(x{c['ratio']['p50']:.2f}), p99 {c['quiet_ms']['p99']:.2f} -> "
-        f"{c['churn_ms']['p99']:.2f} ms (x{c['ratio']['p99']:.2f}), errors {c['errors']}"
+        f"{c['churn_ms']['p99']:.2f} ms (x{c['ratio']['p99']:.2f}); control (edits the "
+        f"gateway does not follow): p50 x{c['control_ratio']['p50']:.2f}, "
+        f"p99 x{c['control_ratio']['p99']:.2f}; CPUs serving {c['cpus']['serving']}, "
+        f"cluster {c['cpus']['cluster']}"
     )
     checks = [
         ("p99 propagation under 1 s", p["p99_s"] < 1.0),
@@ -399,7 +439,10 @@ def main() -> None:
     parser.add_argument("--poll", type=float, default=0.02, help="seconds between listings")
     parser.add_argument("--builds", type=int, default=5, help="rebuilds timed")
     parser.add_argument("--churn-seconds", type=float, default=10, help="each load window")
+    parser.add_argument("--rounds", type=int, default=3, help="churn rounds")
     args = parser.parse_args()
+    if CLUSTER_CPUS is not None:
+        os.sched_setaffinity(0, CLUSTER_CPUS)  # the editor and the poller: the cluster's side
     results: dict[str, Any] = {"rebuild": rebuild(args)}
     with tempfile.TemporaryDirectory(prefix="kubellm-propagation-") as tmp:
         cluster = Cluster(Path(tmp))

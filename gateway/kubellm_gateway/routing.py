@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import logging
 import re
+import sys
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -137,18 +138,22 @@ class _ModelIndex:
         prefix = _WILDCARD.split(pattern, maxsplit=1)[0]
         if prefix == pattern:
             matched = frozenset({pattern} & self.labels.keys())
+        elif pattern == prefix + "*":  # the usual glob: every id with the prefix, no regex
+            matched = frozenset(self.prefixed(prefix))
         else:
             regex = re.compile(fnmatch.translate(pattern))
-            matched = frozenset(
-                model_id
-                for model_id in itertools.takewhile(
-                    lambda i: i.startswith(prefix),
-                    itertools.islice(self.ids, bisect.bisect_left(self.ids, prefix), None),
-                )
-                if regex.match(model_id)
-            )
+            matched = frozenset(i for i in self.prefixed(prefix) if regex.match(i))
         self.memo["glob:" + pattern] = matched
         return matched
+
+    def prefixed(self, prefix: str) -> list[str]:
+        """The ids starting with `prefix`: one run of the sorted ids."""
+        start = bisect.bisect_left(self.ids, prefix)
+        if prefix and prefix[-1] != chr(sys.maxunicode):
+            # Below the prefix's successor (last character + 1) is exactly what starts with it.
+            successor = prefix[:-1] + chr(ord(prefix[-1]) + 1)
+            return self.ids[start : bisect.bisect_left(self.ids, successor, lo=start)]
+        return list(itertools.takewhile(lambda i: i.startswith(prefix), self.ids[start:]))
 
     def selected(self, selector: LabelSelector) -> frozenset[str]:
         key = "selector:" + selector.model_dump_json()
@@ -161,10 +166,11 @@ class _ModelIndex:
             candidates: Iterable[str] = set.intersection(*sets)
         else:
             candidates = self.ids
+        expressions = selector.matchExpressions
         matched = frozenset(
-            model_id
-            for model_id in candidates
-            if all(r.matches(self.labels[model_id]) for r in selector.matchExpressions)
+            candidates
+            if not expressions
+            else (i for i in candidates if all(r.matches(self.labels[i]) for r in expressions))
         )
         self.memo[key] = matched
         return matched
@@ -492,17 +498,19 @@ class _Builder:
             if m.spec.disabled:
                 log.info("%s is disabled", _owner(m))
                 continue
-            if (first := owners.get(m.model_id)) is not None:
+            model_id = m.model_id
+            if (first := owners.get(model_id)) is not None:
                 # Refused whole: its aliases would otherwise lead to another model's id.
-                self.taken(m, m.model_id, first)
+                self.taken(m, model_id, first)
                 continue
-            entry = self.model_entry(m, providers)
-            for model_id in (entry.id, *m.spec.aliases):
-                if (first := owners.get(model_id)) is not None:
-                    self.taken(m, model_id, first)
+            owners[model_id] = m
+            table[model_id] = entry = self.model_entry(m, providers)
+            for alias in m.spec.aliases:
+                if (first := owners.get(alias)) is not None:
+                    self.taken(m, alias, first)
                     continue
-                owners[model_id] = m
-                table[model_id] = entry
+                owners[alias] = m
+                table[alias] = entry
         return table
 
     def taken(self, m: LLMModel, model_id: str, first: LLMModel) -> None:

@@ -1,5 +1,6 @@
 """routing.build: model ids, backends, keys and grants from parsed resources (Mock: no network)."""
 
+import fnmatch
 import hashlib
 from typing import Any
 
@@ -9,6 +10,7 @@ from kubellm_gateway.auth.apikeys import authenticate
 from kubellm_gateway.errors import APIError
 from kubellm_gateway.providers.base import Operation
 from kubellm_gateway.providers.pool import ProviderPool
+from kubellm_gateway.resources import LabelSelector
 from kubellm_gateway.routing import Principal, Snapshot, build, capability_route, key_digest
 from tests.support.manifests import api_key, backend, model, policy, provider, secret
 from tests.unit.conftest import model_entry, parse_all, with_meta
@@ -321,3 +323,48 @@ def test_two_apikeys_sharing_a_key_are_both_refused() -> None:
         authenticate(scope("sk-same"), s)
     assert caught.value.status == 401
     assert authenticate(scope("sk-other"), s).user == "three"
+
+
+# --- which models a policy names ------------------------------------------------------------
+
+TRICKY_IDS = [
+    "team1/a", "team1/", "team10/b", "team1-x", "Team1/c", "team1", "teamé/d", "team\U0010ffff/e",
+    "a[b]", "ab", "gpt-4", "gpt-4o", "gpt-4o-mini", "gpt-40", "x*y", "x?y", "xzy",
+]  # fmt: skip
+PATTERNS = [
+    "*", "team1/*", "team1*", "team1", "team1/a", "team1?*", "team\U0010ffff*", "gpt-4?",
+    "gpt-4*", "gpt-4o*mini", "[Tt]eam1/*", "a[[]b]", "x[*]y", "x?y", "nothing*",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("pattern", PATTERNS)
+def test_a_glob_names_exactly_the_ids_fnmatch_matches(pattern: str) -> None:
+    docs = [model(f"m{i}", [backend("mock", "x")], model=i_d) for i, i_d in enumerate(TRICKY_IDS)]
+    s = snapshot_of(MOCK, *docs, policy("p", [("Group", "g")], models=[pattern]))
+    expected = {i for i in TRICKY_IDS if fnmatch.fnmatchcase(i, pattern)}
+    assert s.allowed(Principal("u", frozenset({"g"}))) == expected
+
+
+@pytest.mark.parametrize(
+    "selector",
+    [
+        {"matchLabels": {"tier": "gold"}},
+        {"matchLabels": {"tier": "gold", "team": "a"}},
+        {"matchExpressions": [{"key": "tier", "operator": "In", "values": ["gold", "silver"]}]},
+        {"matchLabels": {"team": "a"}, "matchExpressions": [{"key": "tier", "operator": "Exists"}]},
+        {"matchLabels": {"tier": "none"}},
+    ],
+)
+def test_a_selector_names_exactly_the_models_it_matches(selector: dict[str, Any]) -> None:
+    labels = [
+        {"tier": "gold", "team": "a"},
+        {"tier": "silver"},
+        {"team": "a"},
+        {"tier": "gold"},
+        {},
+    ]
+    docs = [model(f"m{i}", [backend("mock", "x")], labels=ls) for i, ls in enumerate(labels)]
+    s = snapshot_of(MOCK, *docs, policy("p", [("Group", "g")], modelSelector=selector))
+    parsed = LabelSelector.model_validate(selector)
+    expected = {f"m{i}" for i, ls in enumerate(labels) if parsed.matches(ls)}
+    assert s.allowed(Principal("u", frozenset({"g"}))) == expected
