@@ -215,6 +215,60 @@ def test_api_server_outage_keeps_serving_and_catches_up(
         base.kubectl("delete", "llmmodel", "c")
         assert within(lambda: ask(gw, "c", KEY) == 404, PROPAGATION_LIMIT) < PROPAGATION_LIMIT
     traffic.assert_all_served()
+    assert "410 Gone" not in gw.log()  # watches resumed: no re-list, so no restart
+
+
+def test_what_is_deleted_while_the_watch_expires_goes_away(
+    start_following: Callable[..., GatewayProcess], base: KubeEmulator, kube_api: KubeAPI
+) -> None:
+    """After a long outage the API server has compacted the watches' history (410 Gone):
+    kopf lists again, and what was deleted meanwhile is just absent, with no DELETED."""
+    gw = start_following()
+    revoked = new_key()
+    apply(base, apikey("revoked", groups=["testers"]))
+    publish_key(base, "revoked", revoked)
+    within(lambda: ask(gw, "b", revoked) == 200, 5)
+    with Traffic(gw, "a", KEY) as traffic:
+        base.suspend()
+        with base.api_while_suspended() as api:
+            assert api.delete("APIKey", "revoked")
+            assert api.delete("LLMModel", "c")
+            api.create(model("d", [backend("mock", "d-v1")]))
+        base.compact()
+        base.resume()
+
+        def ready_and(condition: Callable[[], bool]) -> Callable[[], bool]:
+            def check() -> bool:
+                assert gw.http.get("/readyz").status_code == 200  # the old table serves on
+                return condition()
+
+            return check
+
+        within(ready_and(lambda: "d-v1" in reply(gw, "d")), 20)  # kopf has listed again
+        within(ready_and(lambda: ask(gw, "b", revoked) == 401 and ask(gw, "c", KEY) == 404), 5)
+    traffic.assert_all_served()
+    assert gw.log().count("410 Gone") == 1  # one restart, whatever else was listed again
+
+
+def test_a_relist_with_nothing_left_is_told_by_the_crd(
+    start_following: Callable[..., GatewayProcess], base: KubeEmulator
+) -> None:
+    """Lists that return no object show no re-list; the CRD's watch, which always has its
+    one object, expired in the same outage."""
+    gw = start_following()
+    base.suspend()
+    with base.api_while_suspended() as api:
+        for kind, name in [
+            ("APIKey", "tester"),
+            ("AccessPolicy", "testers"),
+            ("LLMProvider", "mock"),
+            *[("LLMModel", name) for name in "abc"],
+        ]:
+            assert api.delete(kind, name)
+    base.compact()
+    base.resume()
+    within(lambda: ask(gw, "a", KEY) == 401, 20)
+    assert gw.http.get("/readyz").status_code == 200
 
 
 def test_ready_only_with_everything_listed(

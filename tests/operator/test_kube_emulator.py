@@ -119,6 +119,43 @@ def test_watch_resumes_from_a_resource_version_and_times_out(kube_api: KubeAPI) 
     assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [("ADDED", "b")]
 
 
+def test_a_watch_from_before_a_compaction_gets_410_gone_and_ends(
+    kube: KubeEmulator, kube_api: KubeAPI
+) -> None:
+    kube_api.create(resource("LLMModel", "a", {}))
+    kube_api.create(resource("LLMModel", "b", {}))
+    kube_api.delete("LLMModel", "a")
+    path = "/apis/kubellm.io/v1alpha1/namespaces/default/llmmodels"
+    latest = kube_api.http.get(path).json()["metadata"]["resourceVersion"]
+    kube.compact()
+    params = {"watch": "true", "timeoutSeconds": "5"}
+    started = time.monotonic()
+    # Even the newest version handed out before the compaction is too old now.
+    response = kube_api.http.get(path, params={**params, "resourceVersion": latest})
+    assert time.monotonic() - started < 2  # ended by the server, not by timeoutSeconds
+    events = [json.loads(line) for line in response.text.splitlines() if line.strip()]
+    assert [e["type"] for e in events] == ["ERROR"]
+    status = events[0]["object"]
+    assert (status["kind"], status["status"], status["reason"], status["code"]) == (
+        "Status",
+        "Failure",
+        "Expired",
+        410,
+    )
+    assert status["message"].startswith("too old resource version: ")
+
+    # From a list made after the compaction, and from "any version", watches work as before.
+    listed = kube_api.http.get(path).json()["metadata"]["resourceVersion"]
+    kube_api.create(resource("LLMModel", "c", {}))
+    params["timeoutSeconds"] = "1"
+    for since, names in ((listed, ["c"]), ("0", ["b", "c"])):
+        response = kube_api.http.get(path, params={**params, "resourceVersion": since})
+        events = [json.loads(line) for line in response.text.splitlines() if line.strip()]
+        assert [(e["type"], e["object"]["metadata"]["name"]) for e in events] == [
+            ("ADDED", name) for name in names
+        ]
+
+
 def test_kubectl_get_watch_sees_changes(
     kube: KubeEmulator, kube_api: KubeAPI, tmp_path: Path
 ) -> None:
@@ -151,6 +188,21 @@ def test_suspend_and_resume_keep_the_objects_and_the_port(
     kube.resume()
     assert kube.port == port
     assert kube_api.get("LLMProvider", "mock") is not None
+
+
+def test_objects_change_while_suspended_and_clients_see_it_on_resume(
+    kube: KubeEmulator, kube_api: KubeAPI
+) -> None:
+    kube_api.create(MOCK)
+    kube.suspend()
+    with kube.api_while_suspended() as side:
+        assert side.delete("LLMProvider", "mock")
+        side.create(resource("LLMModel", "new", {}))
+        with pytest.raises(httpx2.TransportError):
+            httpx2.get(kube.url + "/version", timeout=2)  # the clients' port stays down
+    kube.resume()
+    assert kube_api.get("LLMProvider", "mock") is None
+    assert kube_api.get("LLMModel", "new") is not None
 
 
 def test_as_a_process_it_serves_and_exits_promptly_on_sigterm_with_watches_open() -> None:

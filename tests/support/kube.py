@@ -17,12 +17,16 @@ In a test (fixtures in tests/conftest.py)::
         ...
 
 ``kube.suspend()`` / ``kube.resume()`` take the API server away and bring it back on the
-same port with its objects kept, to test reconnects. As a process, for benchmarks or manual
-use: ``python -m tests.support.kube PORT`` (prints the URL, exits promptly on SIGTERM).
+same port with its objects kept, to test reconnects; meanwhile ``kube.api_while_suspended()``
+changes objects behind the clients' backs. ``kube.compact()`` is etcd's compaction: a watch
+from any resourceVersion handed out before gets 410 Gone (one ERROR event, then the stream
+ends), as a long outage leaves it, and its client has to list again. As a process, for
+benchmarks or manual use: ``python -m tests.support.kube PORT`` (prints the URL, exits
+promptly on SIGTERM).
 
 The CRDs in helm/kubellm/crds/ are registered at start (no schema checks: validate with
 the pydantic models or CEL tests instead). Not emulated: OpenAPI, admission, garbage
-collection of owned objects, 410 Gone, bookmarks; every patch is a JSON merge patch.
+collection of owned objects, bookmarks; every patch is a JSON merge patch.
 """
 
 from __future__ import annotations
@@ -201,6 +205,7 @@ class Emulator(kmock.KubernetesEmulator):
     # kmock keeps every request for assertions; a window keeps matching cheap and memory flat.
     max_requests: int = 300
     _rv: int = attrs.field(default=0, init=False)
+    _compacted: int = attrs.field(default=0, init=False)  # watches from before it get 410
     _closing: asyncio.Event = attrs.field(factory=asyncio.Event, init=False)
     _columns: dict[str, list[dict[str, Any]]] = attrs.field(factory=dict, init=False)
 
@@ -272,6 +277,12 @@ class Emulator(kmock.KubernetesEmulator):
     def _next_rv(self) -> str:
         self._rv += 1
         return str(self._rv)
+
+    def compact(self) -> None:
+        """Drop the history up to now, as etcd's compaction does: every resourceVersion
+        handed out so far becomes too old to watch from (see _serve_watch). The point is a
+        fresh version, as deletes here advance none (a real API server's do)."""
+        self._compacted = int(self._next_rv())
 
     def _stamp_new(self, meta: dict[str, Any]) -> None:
         if not meta.get("name") and meta.get("generateName"):
@@ -384,11 +395,26 @@ class Emulator(kmock.KubernetesEmulator):
         # when the server closes (aiohttp's graceful shutdown waits for open handlers).
         yield b""
         assert request.resource is not None
+        since = request.params.get("resourceVersion", "")
+        since_n = int(since) if since.isdigit() else 0
+        if 0 < since_n < self._compacted:  # "0" is "any version": never too old
+            # What a real API server sends when the changes since then are compacted away.
+            yield {
+                "type": "ERROR",
+                "object": {
+                    "kind": "Status",
+                    "apiVersion": "v1",
+                    "metadata": {},
+                    "status": "Failure",
+                    "reason": "Expired",
+                    "code": 410,
+                    "message": f"too old resource version: {since} ({self._compacted})",
+                },
+            }
+            return
         bus = self._buses[request.resource]
         marker = await bus.mark()
         try:
-            since = request.params.get("resourceVersion", "")
-            since_n = int(since) if since.isdigit() else 0
             async with self._lock:
                 objects = self._KubernetesEmulator__get_objs(request, strict=False)  # type: ignore[attr-defined]
                 initial = [
@@ -560,6 +586,29 @@ class KubeEmulator:
     def resume(self) -> None:
         """Serve again on the same port."""
         self._call(self._open())
+
+    def compact(self) -> None:
+        """From now on, a watch from any resourceVersion handed out so far gets 410 Gone."""
+        self.emulator.compact()  # one int, read by the emulator's thread: no lock needed
+
+    @contextlib.contextmanager
+    def api_while_suspended(self) -> Iterator[KubeAPI]:
+        """While suspended, the API on a port of its own: what changes through it, the
+        clients of `url` learn only when they are back (their watches catch up or, after
+        compact(), have to list again)."""
+        assert self._server is None, "the clients of url would see the changes live"
+        side: kmock.Server = self._call(self._open_side())
+        api = KubeAPI(f"http://127.0.0.1:{side.port}")
+        try:
+            yield api
+        finally:
+            api.close()
+            self._call(side.__aexit__(None, None, None))
+
+    async def _open_side(self) -> kmock.Server:
+        side = kmock.Server(self.emulator, host="127.0.0.1")
+        await side.__aenter__()
+        return side
 
     def stop(self) -> None:
         if not self._thread.is_alive():

@@ -22,6 +22,15 @@ kopf reconnects watches on its own when the API server goes away; meanwhile the 
 snapshot keeps serving. Should kopf itself stop on an error, it is started again with
 backoff, with a fresh store that is published only after its first full list (so
 objects deleted meanwhile go away too).
+
+After a long outage the watch's resourceVersion may be compacted away (410 Gone): kopf
+then lists the kind again, and what was deleted meanwhile is just absent from that list,
+with no DELETED event (a revoked APIKey would keep working). The gateway tells such a
+re-list from the first one (FirstList) and restarts kopf at once the same way, fresh
+store and all; the last snapshot serves until the new one is listed. A re-list is seen
+by its objects, so one that returns none (every object of the kind in a namespace gone)
+shows only if the LLMModel CRD's watch, which always has its one object, expired too;
+after an outage it has, like every other watch.
 """
 
 from __future__ import annotations
@@ -170,6 +179,38 @@ class ResourceStore:
         return found, invalid
 
 
+class FirstList:
+    """Whether an event of type None (a listed object) comes from the first list of a kopf
+    run, or from a re-list after 410 Gone.
+
+    Every object of the first list is indexed before kopf's gate opens, and its event
+    handlers run only after that: so each uid indexed before the gate is owed one type-None
+    event, and any other is a re-list. kopf may fold a listed object and a quick change to
+    it into one event; that uid then stays owed, and a re-list of it goes unnoticed (its
+    kind's other objects still tell).
+    """
+
+    def __init__(self) -> None:
+        self._owed: set[str] = set()
+        self._gate_open = False
+
+    def indexed(self, uid: str | None) -> None:
+        if not self._gate_open and uid is not None:
+            self._owed.add(uid)
+
+    def gate_opened(self) -> None:
+        self._gate_open = True
+
+    def relisted(self, uid: str | None) -> bool:
+        """For an event of type None: whether it comes from a re-list."""
+        if uid is None:  # the API server sets one on every object; never guess a restart
+            return False
+        if uid in self._owed:
+            self._owed.remove(uid)
+            return False
+        return True
+
+
 class _NoEssence(kopf.DiffBaseStorage):
     """No diff base: kopf deep-copies every object on every event to diff it for change
     handlers, and the gateway has none (only index and event handlers)."""
@@ -205,6 +246,8 @@ class KubernetesSource:
         self.min_interval = min_interval
         self.restart_backoff = restart_backoff
         self._stop = threading.Event()
+        # The current kopf run's stop flag: set by run() on the way out, and on a re-list.
+        self._run_stop = threading.Event()
 
     async def run(self, ready: asyncio.Event) -> None:
         """Follow the cluster until cancelled; `ready` is set after the first snapshot."""
@@ -228,15 +271,21 @@ class KubernetesSource:
             await asyncio.Event().wait()
         finally:
             self._stop.set()
+            self._run_stop.set()
             await asyncio.to_thread(thread.join, 15)
             if thread.is_alive():
                 log.error("kopf did not stop within 15s; leaving it to the process exit")
 
     def _serve(self, serving_loop: asyncio.AbstractEventLoop, ready: asyncio.Event) -> None:
         delay, longest = self.restart_backoff
-        while not self._stop.is_set():
+        while True:
+            # Replaced before _stop is checked, so a stop() from here on reaches this run.
+            self._run_stop = threading.Event()
+            if self._stop.is_set():
+                return
             try:
-                asyncio.run(self._operate(serving_loop, ready))
+                if asyncio.run(self._operate(serving_loop, ready, self._run_stop)):
+                    continue  # a re-list, already logged: not an error, so no backoff
             except Exception:
                 log.exception("kopf stopped on an error; the last configuration keeps serving")
             if self._stop.wait(delay):
@@ -244,26 +293,48 @@ class KubernetesSource:
             log.warning("restarting kopf")
             delay = min(delay * 2, longest)
 
-    async def _operate(self, serving_loop: asyncio.AbstractEventLoop, ready: asyncio.Event) -> None:
+    async def _operate(
+        self, serving_loop: asyncio.AbstractEventLoop, ready: asyncio.Event, stop: threading.Event
+    ) -> bool:
+        """One kopf run, until `stop` or an error; whether it stopped on a re-list."""
         store = ResourceStore()
         changed = asyncio.Event()
         listed = asyncio.Event()
+        relisted = False
+
+        def restart(what: str) -> None:
+            nonlocal relisted
+            if stop.is_set():  # stopping already; the rest of a re-list has nothing to add
+                return
+            log.warning(
+                "kopf listed %s again: its watch expired (410 Gone), and a re-list shows no "
+                "deletions; restarting kopf with a fresh store, the last configuration "
+                "serves until that is listed",
+                what,
+            )
+            relisted = True
+            stop.set()
+
         publisher = asyncio.create_task(
             self._publish(store, changed, listed, serving_loop, ready), name="kubellm-publisher"
         )
         try:
             await kopf.operator(
-                registry=self._registry(store, changed, listed),
+                registry=self._registry(store, changed, listed, restart),
                 settings=self._settings(),
                 standalone=True,
                 clusterwide=not self.namespaces,
                 namespaces=list(self.namespaces),
-                stop_flag=self._stop,
+                stop_flag=stop,
             )
         finally:
+            # kopf waits for the flag in an executor thread, and asyncio.run waits for that
+            # thread: when kopf ended on an error, the flag is all that ends it.
+            stop.set()
             publisher.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await publisher
+        return relisted
 
     def _settings(self) -> kopf.OperatorSettings:
         settings = kopf.OperatorSettings()
@@ -279,20 +350,33 @@ class KubernetesSource:
         return settings
 
     def _registry(
-        self, store: ResourceStore, changed: asyncio.Event, listed: asyncio.Event
+        self,
+        store: ResourceStore,
+        changed: asyncio.Event,
+        listed: asyncio.Event,
+        restart: Callable[[str], None],
     ) -> kopf.OperatorRegistry:
         registry = kopf.OperatorRegistry()
+        first_list = FirstList()
 
-        async def put(body: kopf.Body, **_: Any) -> None:
+        async def put(body: kopf.Body, uid: str | None, **_: Any) -> None:
+            first_list.indexed(uid)  # before parsing: an invalid object is owed its event too
             if store.put(body):
                 changed.set()
 
-        async def forget(type: str | None, body: kopf.Body, **_: Any) -> None:
-            if type == "DELETED" and store.delete(body):
+        async def forget(
+            type: str | None, body: kopf.Body, uid: str | None, resource: kopf.Resource, **_: Any
+        ) -> None:
+            if type is None and first_list.relisted(uid):
+                restart(resource.plural)
+            elif type == "DELETED" and store.delete(body):
                 changed.set()
 
         async def gate_opened(type: str | None, **_: Any) -> None:
+            if type is None and listed.is_set():  # the sentinel's first list opened the gate
+                restart(f"the CRD {SENTINEL_CRD}")
             if type != "DELETED":
+                first_list.gate_opened()
                 listed.set()
 
         resources = [(API_GROUP, VERSION, plural) for plural in PLURALS.values()]
