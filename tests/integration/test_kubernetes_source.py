@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 
 import openai
 import pytest
+import yaml
 
 from tests.conftest import StartGateway
 from tests.fakes.upstream import FakeUpstream
@@ -376,3 +378,30 @@ def test_namespaces_limit_what_is_followed(
     gw = start_following("--namespaces", "team-a")
     assert ask(gw, "team-model", team_key) == 200
     assert ask(gw, "a", KEY) == 401  # default is not followed: its key is unknown here
+
+
+def test_a_kubeconfig_with_an_exec_plugin_logs_in_through_it(
+    base: KubeEmulator, start_gateway: StartGateway, tmp_path: Path
+) -> None:
+    """kopf's own kubeconfig reader knows no exec plugins (EKS, GKE, OIDC helpers): the
+    gateway then logs in through the kubernetes client, which runs the plugin."""
+    ran = tmp_path / "plugin-ran"
+    plugin = (
+        "import json, pathlib, sys; pathlib.Path(sys.argv[1]).touch(); print(json.dumps({"
+        "'apiVersion': 'client.authentication.k8s.io/v1beta1', 'kind': 'ExecCredential',"
+        "'status': {'token': 'from-the-plugin'}}))"
+    )
+    config = base.kubeconfig(tmp_path / "kubeconfig")
+    document = yaml.safe_load(config.read_text())
+    document["users"][0]["user"] = {
+        "exec": {
+            "apiVersion": "client.authentication.k8s.io/v1beta1",
+            "command": sys.executable,
+            "args": ["-c", plugin, str(ran)],
+            "interactiveMode": "Never",
+        }
+    }
+    config.write_text(yaml.safe_dump(document))
+    gw = start_gateway(extra_args=("--source", "kubernetes", "--kubeconfig", str(config)))
+    assert ran.exists(), "the exec plugin never ran"
+    assert ask(gw, "a", KEY) == 200

@@ -391,7 +391,40 @@ class KubernetesSource:
         in_pod = self.kubeconfig is None and os.environ.get("KUBERNETES_SERVICE_HOST")
         if in_pod:
             return kopf.login_with_service_account(**kwargs)
-        return kopf.login_with_kubeconfig(**kwargs)
+        info = kopf.login_with_kubeconfig(**kwargs)
+        if info is not None and not (
+            info.token or info.certificate_path or info.certificate_data or info.username
+        ):
+            # kopf's own kubeconfig reader knows tokens, certificates and passwords; a user
+            # with an exec plugin (EKS, GKE, OIDC login helpers) needs the kubernetes client,
+            # which runs the plugin (and again whenever kopf logs in anew after a 401).
+            return self._login_with_plugin(info)
+        return info
+
+    def _login_with_plugin(self, info: kopf.ConnectionInfo) -> kopf.ConnectionInfo:
+        # Imported here: the client is heavy, and only exec-plugin users need it.
+        import kubernetes  # noqa: PLC0415
+
+        client = kubernetes.client.Configuration()
+        # The file is named: the client reads $KUBECONFIG only when first imported.
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=str(self.kubeconfig) if self.kubeconfig else None,
+            client_configuration=client,
+        )
+        header = client.get_api_key_with_prefix("BearerToken") or client.get_api_key_with_prefix(
+            "authorization"
+        )
+        scheme, _, token = (header or "").rpartition(" ")
+        return kopf.ConnectionInfo(
+            server=client.host,
+            ca_path=client.ssl_ca_cert,
+            insecure=not client.verify_ssl,
+            scheme=scheme or None,
+            token=token or None,
+            certificate_path=client.cert_file,
+            private_key_path=client.key_file,
+            default_namespace=info.default_namespace,
+        )
 
     async def _publish(
         self,
