@@ -18,6 +18,7 @@ from google.protobuf.json_format import MessageToDict  # type: ignore[import-unt
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from tests.support.asgi_server import ThreadedServer, read_all
+from tests.support.tls import PKI
 
 Message = dict[str, Any]
 # OTLP span kinds: 2 server, 3 client.
@@ -93,13 +94,13 @@ def _hex(b64: str) -> str:
 
 
 class FakeCollector:
-    def __init__(self) -> None:
+    def __init__(self, tls: PKI | None = None, client_certs: bool = False) -> None:
         self.spans: list[Span] = []
         self.requests: list[Received] = []
         # Statuses to answer, in turn (then 200): a retry test scripts 503s here.
         self.answers: list[tuple[int, dict[str, str]]] = []
         self._lock = threading.Lock()
-        self._http = ThreadedServer(self)
+        self._http = ThreadedServer(self, tls, client_certs)
 
     @property
     def url(self) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import uvicorn
 
 from tests.support.gateway import free_port
+from tests.support.tls import PKI
 
 Message = dict[str, Any]
 App = Callable[[Message, Callable[..., Any], Callable[..., Any]], Awaitable[None]]
@@ -26,10 +28,23 @@ async def read_all(receive: Callable[..., Any]) -> bytes:
 
 
 class ThreadedServer:
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: App, tls: PKI | None = None, client_certs: bool = False) -> None:
+        """With `tls`, served over HTTPS with its server certificate; `client_certs` then
+        also requires a client certificate from its CA."""
         self.port = free_port()
+        self.scheme = "https" if tls else "http"
+        ssl_options: dict[str, Any] = {}
+        if tls is not None:
+            ssl_options = {"ssl_certfile": str(tls.server_cert), "ssl_keyfile": str(tls.server_key)}
+            if client_certs:
+                ssl_options |= {"ssl_ca_certs": str(tls.ca), "ssl_cert_reqs": ssl.CERT_REQUIRED}
         config = uvicorn.Config(
-            app, host="127.0.0.1", port=self.port, log_level="warning", lifespan="off"
+            app,
+            host="127.0.0.1",
+            port=self.port,
+            log_level="warning",
+            lifespan="off",
+            **ssl_options,
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(
@@ -38,7 +53,7 @@ class ThreadedServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> None:
         self._thread.start()

@@ -9,6 +9,7 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import orjson
@@ -31,6 +32,7 @@ from kubellm_gateway.telemetry.otlp_json import (
 )
 from kubellm_gateway.telemetry.tracing import Tracing, otlp_provider, span_exporter, wanted
 from tests.fakes.otlp import CLIENT, PROTOBUF, SERVER, FakeCollector, decode
+from tests.support.tls import PKI, make_pki
 
 PARENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT_SPAN = "00f067aa0ba902b7"
@@ -232,6 +234,61 @@ def test_headers_timeout_and_compression_from_the_environment(
         ExportConfig.from_env({"OTEL_EXPORTER_OTLP_COMPRESSION": "br"})
     with pytest.raises(ValueError, match="OTEL_EXPORTER_OTLP_TRACES_TIMEOUT"):
         ExportConfig.from_env({"OTEL_EXPORTER_OTLP_TRACES_TIMEOUT": "10s"})
+
+
+@pytest.fixture(scope="module")
+def pki(tmp_path_factory: pytest.TempPathFactory) -> PKI:
+    return make_pki(tmp_path_factory.mktemp("pki"))
+
+
+def test_tls_files_from_the_environment(pki: PKI, tmp_path: Path) -> None:
+    config = ExportConfig.from_env(
+        {
+            "OTEL_EXPORTER_OTLP_CERTIFICATE": str(pki.ca),
+            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_CERTIFICATE": str(pki.client_cert),
+            "OTEL_EXPORTER_OTLP_TRACES_CLIENT_KEY": str(pki.client_key),
+        }
+    )
+    assert (config.certificate, config.client_certificate, config.client_key) == (
+        str(pki.ca),
+        str(pki.client_cert),
+        str(pki.client_key),
+    )
+    missing = str(tmp_path / "nowhere.pem")
+    with pytest.raises(ValueError, match=r"OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE='.*nowhere"):
+        ExportConfig.from_env({"OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE": missing})
+    with pytest.raises(ValueError, match="go together"):
+        ExportConfig.from_env({"OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE": str(pki.client_cert)})
+
+
+def test_https_to_a_collector_with_a_private_ca(pki: PKI, caplog: pytest.LogCaptureFixture) -> None:
+    with FakeCollector(tls=pki) as collector:
+        assert collector.url.startswith("https://")
+        trusting = json_exporter(collector, certificate=str(pki.ca))
+        assert trusting.export(finished_spans()) is SpanExportResult.SUCCESS
+        trusting.shutdown()
+        # The system's CAs do not know this one: refused, and said why.
+        system = json_exporter(collector, timeout=0.2)
+        assert system.export(finished_spans()) is SpanExportResult.FAILURE
+        system.shutdown()
+    assert len(collector.requests) == 1
+    assert "CERTIFICATE_VERIFY_FAILED" in caplog.text
+
+
+def test_mutual_tls_sends_the_client_certificate(pki: PKI) -> None:
+    with FakeCollector(tls=pki, client_certs=True) as collector:
+        anonymous = json_exporter(collector, certificate=str(pki.ca), timeout=0.2)
+        assert anonymous.export(finished_spans()) is SpanExportResult.FAILURE
+        anonymous.shutdown()
+        known = json_exporter(
+            collector,
+            certificate=str(pki.ca),
+            client_certificate=str(pki.client_cert),
+            client_key=str(pki.client_key),
+        )
+        assert known.export(finished_spans()) is SpanExportResult.SUCCESS
+        known.shutdown()
+    assert len(collector.requests) == 1
 
 
 def finished_spans() -> tuple[ReadableSpan, ...]:

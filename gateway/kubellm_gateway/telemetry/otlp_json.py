@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
@@ -79,6 +80,9 @@ class ExportConfig:
     headers: Mapping[str, str] = field(default_factory=dict)
     timeout: float = DEFAULT_TIMEOUT  # seconds, for one export, retries included
     gzip: bool = False
+    certificate: str | None = None  # CA bundle to trust instead of the system's, for https
+    client_certificate: str | None = None  # PEM certificate and key for mutual TLS
+    client_key: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> ExportConfig:
@@ -101,7 +105,25 @@ class ExportConfig:
             if found[1].lower() not in ("gzip", "none"):
                 raise ValueError(f"{found[0]}={found[1]!r}: expected gzip or none")
             compressed = found[1].lower() == "gzip"
-        return cls(endpoint, headers, timeout, compressed)
+        files: dict[str, str | None] = {}
+        for name in ("CERTIFICATE", "CLIENT_CERTIFICATE", "CLIENT_KEY"):
+            found = _variable(env, name)
+            if found is not None and not Path(found[1]).is_file():
+                raise ValueError(f"{found[0]}={found[1]!r}: no such file")
+            files[name] = found[1] if found else None
+        if bool(files["CLIENT_CERTIFICATE"]) != bool(files["CLIENT_KEY"]):
+            raise ValueError(
+                "OTEL_EXPORTER_OTLP_(TRACES_)CLIENT_CERTIFICATE and ..._CLIENT_KEY go together"
+            )
+        return cls(
+            endpoint,
+            headers,
+            timeout,
+            compressed,
+            files["CERTIFICATE"],
+            files["CLIENT_CERTIFICATE"],
+            files["CLIENT_KEY"],
+        )
 
 
 # Encoding: the OTLP JSON mapping of ExportTraceServiceRequest.
@@ -284,7 +306,12 @@ class OTLPJSONSpanExporter(SpanExporter):
         url = urlsplit(config.endpoint)
         if url.scheme not in ("http", "https") or not url.hostname:
             raise ValueError(f"OTLP traces endpoint {config.endpoint!r} is not an http(s) URL")
-        self._https = url.scheme == "https"
+        # Made once: reading the files here also refuses a bad certificate at startup.
+        self._tls: ssl.SSLContext | None = None
+        if url.scheme == "https":
+            self._tls = ssl.create_default_context(cafile=config.certificate)
+            if config.client_certificate:
+                self._tls.load_cert_chain(config.client_certificate, config.client_key)
         self._host = url.hostname
         self._port = url.port
         self._path = (url.path or "/") + (f"?{url.query}" if url.query else "")
@@ -353,9 +380,9 @@ class OTLPJSONSpanExporter(SpanExporter):
     def _connect(self) -> http.client.HTTPConnection:
         factory: Callable[..., http.client.HTTPConnection] = http.client.HTTPConnection
         options: dict[str, Any] = {}
-        if self._https:
+        if self._tls is not None:
             factory = http.client.HTTPSConnection
-            options["context"] = ssl.create_default_context()
+            options["context"] = self._tls
         self._connection = factory(self._host, self._port, timeout=self.config.timeout, **options)
         return self._connection
 
