@@ -246,6 +246,13 @@ ATTACKS: dict[str, tuple[Callable[[KeycloakRealm], str], str]] = {
     "no expiry": (lambda r: r.token(exp=None), "the `exp` claim is missing"),
     "tampered payload": (_tampered, "bad signature"),
     "not a JWT": (lambda r: "abc.def.ghi", "not a well-formed JWT"),
+    # Keycloak ID and refresh tokens can name the gateway's client as audience too.
+    "a Keycloak ID token": (lambda r: r.token(typ="ID"), "not an access token"),
+    "a Keycloak refresh token": (lambda r: r.token(typ="Refresh"), "not an access token"),
+    "an ID token by its JOSE type": (
+        lambda r: r.key.sign(r.claims(typ=None), typ="id_token+jwt"),
+        "not an access token",
+    ),
     "too large": (lambda r: r.token(padding="x" * 20_000), "too large"),
 }
 
@@ -292,6 +299,19 @@ async def test_es256_key_implied_from_its_curve(
     assert (await verifier.principal(own_realm.token())).user == "alice"
     hs = forge({"alg": "HS256", "kid": ec_key.kid}, own_realm.claims())[0]
     assert await refused(verifier, hs) == "Invalid access token: signing algorithm not accepted."
+
+
+async def test_access_tokens_by_rfc_9068_or_unmarked_are_accepted(
+    realm: KeycloakRealm, make_verifier: MakeVerifier
+) -> None:
+    verifier = make_verifier(realm.url)
+    for token in (
+        realm.key.sign(realm.claims(typ=None), typ="at+jwt"),
+        realm.key.sign(realm.claims(typ=None), typ="JWT"),
+        realm.token(typ=None),  # most providers mark nothing
+        realm.token(typ="bearer"),
+    ):
+        assert (await verifier.principal(token)).user == "alice"
 
 
 # --- oidc-provider-mock: real tokens, rotation ------------------------------------------------

@@ -67,6 +67,23 @@ class OIDCSettings:
                 raise ValueError(f"OIDC issuer {url!r} is not an http(s) URL")
 
 
+# JOSE `typ` headers an access token may carry: plain JWT, or RFC 9068's at+jwt.
+ACCESS_TOKEN_HEADER_TYPES: Final = frozenset({"jwt", "at+jwt", "application/at+jwt"})
+
+
+def _is_access_token(header: Mapping[str, Any], claims: Mapping[str, Any]) -> bool:
+    """Whether the token says it is an access token, or says nothing else. Keycloak marks
+    its tokens in a `typ` claim (Bearer; ID and Refresh tokens can carry the same audience
+    and must not be taken as bearer credentials); RFC 9068 in the JOSE `typ` header."""
+    kind = header.get("typ")
+    if kind is not None and (
+        not isinstance(kind, str) or kind.lower() not in ACCESS_TOKEN_HEADER_TYPES
+    ):
+        return False
+    marked = claims.get("typ")
+    return marked is None or (isinstance(marked, str) and marked.lower() == "bearer")
+
+
 def invalid_token(reason: str) -> APIError:
     return unauthorized(f"Invalid access token: {reason}.")
 
@@ -185,6 +202,8 @@ class OIDCVerifier:
                 claims = self._decode(token, fresh, issuer)
         if claims is None:
             raise invalid_token("bad signature")
+        if not _is_access_token(header, claims):
+            raise invalid_token("not an access token")
         return self._principal(claims), float(claims["exp"])
 
     def _decode(self, token: str, key: jwt.PyJWK, issuer: _Issuer) -> dict[str, Any] | None:
