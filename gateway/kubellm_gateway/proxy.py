@@ -161,6 +161,16 @@ def _stream_error(exc: BaseException) -> APIError:
     )
 
 
+def estimate(call: Call) -> None:
+    """Tokens for a stream cut before its usage arrived (the client left, or the upstream
+    broke). The provider bills what it generated, and a disconnect must not be a way around
+    token limits: count a token per relayed event (OpenAI-style streams carry about one
+    each) and one per 4 bytes of the request, rather than nothing. The access log says so."""
+    call.input_tokens = call.bytes_in // 4
+    call.output_tokens = call.events
+    call.tokens_estimated = True
+
+
 class Proxy:
     def __init__(self, pool: ProviderPool, metrics: Metrics) -> None:
         self.pool = pool
@@ -186,6 +196,8 @@ class Proxy:
                 assert isinstance(first, bytes)
                 await self._respond(call, codec, first, send)
         finally:
+            if call.events and not (call.input_tokens or call.output_tokens):
+                estimate(call)
             call.cost = cost(entry.pricing, call.input_tokens, call.output_tokens)
             await exchange.aclose()
             provider.inflight -= 1
@@ -290,6 +302,7 @@ class Proxy:
             async with asyncio.timeout(None) as deadline:
                 while True:
                     out, done = codec.events(batch)
+                    call.events += len(batch)
                     # Before the end check: a short stream can arrive in one read.
                     if out and call.ttft is None:
                         call.ttft = loop.time() - call.started

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import itertools
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import httpx2
 import openai
+import orjson
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -394,3 +396,50 @@ def test_redis_outage_follows_the_error_mode_and_recovers(
     for gateway in (a, b, denying):
         with pytest.raises(openai.RateLimitError):
             chat(gateway, key if gateway is not denying else DENY_KEY, "chat")
+
+
+def test_a_stream_cut_before_its_usage_is_charged_an_estimate(
+    start_gateway: StartGateway,
+) -> None:
+    """Leaving a stream before its usage chunk must not be a way around token limits."""
+    key = new_key()
+    gateway = start_gateway(
+        dump(
+            provider("slow", "Mock", mock={"latency": "0ms", "tokensPerSecond": 20}),
+            model("chat", [backend("slow", "chat")]),
+            *api_key("cutter", key, groups=["cut"]),
+            policy("cut", [("Group", "cut")], models=["chat"], limits={"tokensPerMinute": 1000}),
+        ),
+        extra_args=("--log-format", "json"),
+    )
+    body = orjson.dumps(
+        {"model": "chat", "stream": True, "messages": [{"role": "user", "content": TEN_WORDS}]}
+    )
+    auth = {"authorization": f"Bearer {key}", "content-type": "application/json"}
+    with gateway.http.stream("POST", "/v1/chat/completions", headers=auth, content=body) as cut:
+        request_id = cut.headers["x-request-id"]
+        events = [line for line in itertools.islice(cut.iter_lines(), 6) if line]
+    assert len(events) == 3  # three events read, then the client goes away mid-stream
+
+    def access_line() -> dict[str, Any] | None:
+        for line in gateway.log().splitlines():
+            if line.startswith("{") and request_id in line and '"kubellm.access"' in line:
+                found: dict[str, Any] = orjson.loads(line)
+                return found
+        return None
+
+    _until(lambda: access_line() is not None)
+    logged = access_line()
+    assert logged is not None
+    assert logged["disconnected"] and logged["tokens_estimated"]
+    assert logged["input_tokens"] == len(body) // 4
+    assert logged["output_tokens"] >= 3  # at least the events relayed before the cut
+    charged = logged["input_tokens"] + logged["output_tokens"]
+    after = gateway.http.post(
+        "/v1/chat/completions",
+        headers=auth,
+        content=body.replace(b'"stream":true', b'"stream":false'),
+    )
+    assert after.status_code == 200
+    # What remains was charged for the cut stream (a token or two drain back meanwhile).
+    assert int(after.headers["x-ratelimit-remaining-tokens"]) <= 1000 - charged + 2

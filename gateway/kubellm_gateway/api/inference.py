@@ -110,9 +110,9 @@ class Inference:
             # Before reading a body we may not want.
             principal = await authenticate(scope, snapshot, runtime.verifier)
             call.user, call.auth = principal.user, principal.auth
-            body = parse_json_object(
-                await read_body(scope, receive, runtime.settings.max_body_bytes)
-            )
+            raw = await read_body(scope, receive, runtime.settings.max_body_bytes)
+            call.bytes_in = len(raw)
+            body = parse_json_object(raw)
             model = self.schema.validate(self.op, body)
             call.stream = self.op is not Operation.embeddings and body.get("stream") is True
             entry = snapshot.models.get(model)

@@ -78,6 +78,7 @@ def access(call: Call, seconds: float) -> None:
         "stream": call.stream,
         "input_tokens": call.input_tokens,
         "output_tokens": call.output_tokens,
+        "tokens_estimated": call.tokens_estimated,
         "cost_usd": round(call.cost, 8),
         "latency_ms": round(seconds * 1000, 3),
         "ttft_ms": round(call.ttft * 1000, 3) if call.ttft is not None else None,

@@ -100,6 +100,9 @@ class Call:
     policy: str = "-"
     error: str | None = None  # the error code sent, if any
     bytes_out: int = 0
+    bytes_in: int = 0  # the request body's size
+    events: int = 0  # upstream stream events relayed
+    tokens_estimated: bool = False  # a stream cut before its usage: tokens estimated
     response_model: str | None = None  # the model the upstream says answered
     overhead: float | None = None  # seconds from arrival to the first upstream request
     trace: RequestTrace | None = None  # when tracing is on
