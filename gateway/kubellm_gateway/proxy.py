@@ -164,11 +164,18 @@ def _stream_error(exc: BaseException) -> APIError:
 def estimate(call: Call) -> None:
     """Tokens for a stream cut before its usage arrived (the client left, or the upstream
     broke). The provider bills what it generated, and a disconnect must not be a way around
-    token limits: count a token per relayed event (OpenAI-style streams carry about one
-    each) and one per 4 bytes of the request, rather than nothing. The access log says so."""
-    call.input_tokens = call.bytes_in // 4
-    call.output_tokens = call.events
-    call.tokens_estimated = True
+    token limits: a count still missing becomes a token per relayed event (OpenAI-style
+    streams carry about one each) or one per 4 bytes of the request, rather than nothing.
+    Per count, as Anthropic streams report input first and output only at the end. The
+    access log says so."""
+    if not call.events:
+        return  # not a stream, or nothing relayed
+    if not call.input_tokens:
+        call.input_tokens = call.bytes_in // 4
+        call.tokens_estimated = True
+    if not call.output_tokens:
+        call.output_tokens = call.events
+        call.tokens_estimated = True
 
 
 class Proxy:
@@ -196,8 +203,7 @@ class Proxy:
                 assert isinstance(first, bytes)
                 await self._respond(call, codec, first, send)
         finally:
-            if call.events and not (call.input_tokens or call.output_tokens):
-                estimate(call)
+            estimate(call)
             call.cost = cost(entry.pricing, call.input_tokens, call.output_tokens)
             await exchange.aclose()
             provider.inflight -= 1
