@@ -10,7 +10,7 @@ from kubellm_gateway.errors import APIError
 from kubellm_gateway.providers.base import FailureReason, Operation, UpstreamFailure
 from kubellm_gateway.providers.mock import MockExchange
 from kubellm_gateway.providers.sse import DONE
-from kubellm_gateway.proxy import client_error, exhausted
+from kubellm_gateway.proxy import client_error, estimate, exhausted
 from kubellm_gateway.resources import LLMProviderSpec, Pricing, ProviderType
 from kubellm_gateway.telemetry.metrics import Call
 from tests.unit.conftest import model_entry
@@ -186,3 +186,21 @@ def test_client_error_keeps_the_upstreams_fields(
 
 def test_client_error_without_status_is_502() -> None:
     assert client_error(UpstreamFailure(FailureReason.protocol, "x")).status == 502
+
+
+@pytest.mark.parametrize(
+    ("reported", "events", "expected", "estimated"),
+    [
+        ((0, 0), 7, (25, 7), True),  # cut before any usage
+        ((12, 0), 7, (12, 7), True),  # Anthropic-style: input known, output not yet
+        ((12, 30), 7, (12, 30), False),  # usage arrived: never second-guessed
+        ((0, 0), 0, (0, 0), False),  # nothing relayed (or not a stream): nothing to estimate
+    ],
+)
+def test_missing_token_counts_are_estimated(
+    reported: tuple[int, int], events: int, expected: tuple[int, int], estimated: bool
+) -> None:
+    call = Call("chat", "r1", stream=True, bytes_in=100, events=events)
+    call.input_tokens, call.output_tokens = reported
+    estimate(call)
+    assert (call.input_tokens, call.output_tokens, call.tokens_estimated) == (*expected, estimated)
