@@ -193,13 +193,18 @@ def _subjects(policy: AccessPolicy) -> list[tuple[str, str]]:
     ]
 
 
-def _names(principal: Principal) -> Iterable[tuple[str, str]]:
-    """The (kind, name) keys a policy may name the principal by."""
+def _own_names(principal: Principal) -> Iterable[tuple[str, str]]:
+    """The (kind, name) keys a policy may name the principal by, but for its groups."""
     yield "User", principal.user
-    for group in principal.groups:
-        yield "Group", group
     if principal.api_key is not None:
         yield "APIKey", principal.api_key
+
+
+def _names(principal: Principal) -> Iterable[tuple[str, str]]:
+    """The (kind, name) keys a policy may name the principal by."""
+    yield from _own_names(principal)
+    for group in principal.groups:
+        yield "Group", group
 
 
 class Access:
@@ -224,11 +229,10 @@ class Access:
                 self.by_groups.clear()
             named = (self.naming.get(("Group", g), ()) for g in principal.groups)
             groups = self.by_groups[principal.groups] = tuple(sorted(set().union(*named)))
-        user = self.naming.get(("User", principal.user))
-        key = self.naming.get(("APIKey", principal.api_key)) if principal.api_key else None
-        if not user and not key:
+        own = [found for name in _own_names(principal) if (found := self.naming.get(name))]
+        if not own:
             return groups  # the usual case: granted through groups alone
-        return tuple(sorted(set(groups).union(user or (), key or ())))
+        return tuple(sorted(set(groups).union(*own)))
 
     def models(self, principal: Principal) -> frozenset[str]:
         return self._union(self.positions(principal))
@@ -541,19 +545,16 @@ class _Builder:
         return memo.entry
 
     def derive_model_entry(self, m: LLMModel, providers: Sequence[Provider | None]) -> ModelEntry:
-        backends = m.spec.backends
-        if None in providers:
-            for i, (backend, provider) in enumerate(zip(backends, providers, strict=True)):
-                if provider is None:
-                    self.problem(
-                        f"{_owner(m)}: spec.backends[{i}]: LLMProvider {m.metadata.namespace}/"
-                        f"{backend.provider} is missing or unusable"
-                    )
         by_priority: dict[int, list[Route]] = {}
-        for backend, provider in zip(backends, providers, strict=True):
-            if provider is not None:
-                route = Route(provider, backend.model, backend.weight)
-                by_priority.setdefault(backend.priority, []).append(route)
+        for i, (backend, provider) in enumerate(zip(m.spec.backends, providers, strict=True)):
+            if provider is None:
+                self.problem(
+                    f"{_owner(m)}: spec.backends[{i}]: LLMProvider {m.metadata.namespace}/"
+                    f"{backend.provider} is missing or unusable"
+                )
+                continue
+            route = Route(provider, backend.model, backend.weight)
+            by_priority.setdefault(backend.priority, []).append(route)
         if not by_priority:
             self.problem(f"{_owner(m)}: no routable backend; requests get 503")
         return ModelEntry(
