@@ -10,38 +10,43 @@ On when `--otel` is given or the standard variables ask for it
 `OTEL_TRACES_EXPORTER=otlp`), unless `OTEL_SDK_DISABLED=true`; the exporter reads the
 rest of the standard variables itself. No prompt or completion text is ever recorded.
 
-The SDK is the engine (sampler, ids, batching), but each of its calls costs
-microseconds, so a request makes as few as it can (bench/README.md, "Observability"):
-an unsampled request only asks the sampler, and a sampled one gives its attributes when
-a span starts and in one call when it ends.
+The SDK is the engine (sampler, ids, span data, processors, exporters), but its live
+spans cost microseconds per call, so the gateway records its two kinds of span itself
+and hands the SDK finished ones (RequestTrace; bench/README.md, "Observability"): an
+unsampled request only asks the sampler.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from opentelemetry.context import Context
+from opentelemetry.sdk import trace as sdk_trace
 from opentelemetry.sdk.resources import Resource
-from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace import Event, ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
+from opentelemetry.sdk.trace.sampling import Decision
+from opentelemetry.sdk.util.instrumentation import InstrumentationScope
 from opentelemetry.trace import (
-    Span,
     SpanContext,
     SpanKind,
     Status,
     StatusCode,
-    Tracer,
-    set_span_in_context,
+    TraceFlags,
+    get_current_span,
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 _PROPAGATOR = TraceContextTextMapPropagator()
-# The parent of a request without `traceparent`: given explicitly, it spares the SDK three
+# The parent of a request without `traceparent`: given explicitly, it spares the sampler
 # lookups of the ambient context (which the gateway never sets).
 _ROOT = Context()
 _ERROR = Status(StatusCode.ERROR)
+_UNSET = Status(StatusCode.UNSET)
+_SCOPE = InstrumentationScope("kubellm")
 
 # gen_ai.operation.name per operation (OpenTelemetry GenAI semantic conventions).
 OPERATION_NAMES = {
@@ -123,28 +128,41 @@ class Tracing:
 
     def __init__(self, provider: TracerProvider | None) -> None:
         self.provider = provider
-        self.tracer: Tracer | None = provider.get_tracer("kubellm") if provider else None
+        # The SDK's Tracer, for its sampler, id generator, resource and span processor.
+        self._tracer = cast(sdk_trace.Tracer, provider.get_tracer("kubellm")) if provider else None
 
     def request(
         self, headers: list[tuple[bytes, bytes]], operation: str, request_id: str
     ) -> RequestTrace | None:
         """The server span of one request, a child of the caller's `traceparent` if any."""
-        if self.tracer is None:
+        tracer = self._tracer
+        if tracer is None:
             return None
         carrier = {
             k.decode("latin-1"): v.decode("latin-1")
             for k, v in headers
             if k in (b"traceparent", b"tracestate")
         }
-        parent = _PROPAGATOR.extract(carrier) if carrier else _ROOT
+        context, parent = _ROOT, None
+        if carrier:
+            context = _PROPAGATOR.extract(carrier)
+            parent = get_current_span(context).get_span_context()
+            if not parent.is_valid:  # a malformed header: a new trace, as the SDK would
+                parent = None
+        ids = tracer.id_generator
+        trace_id = parent.trace_id if parent else ids.generate_trace_id()
         op = OPERATION_NAMES.get(operation, operation)
-        span = self.tracer.start_span(
-            op,
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={"gen_ai.operation.name": op, "kubellm.request_id": request_id},
+        attributes = {"gen_ai.operation.name": op, "kubellm.request_id": request_id}
+        # The decision the SDK's Tracer.start_span would take, flags included.
+        sampling = tracer.sampler.should_sample(context, trace_id, op, SpanKind.SERVER, attributes)
+        sampled = sampling.decision is Decision.RECORD_AND_SAMPLE
+        flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
+        if parent.trace_flags.random_trace_id if parent else ids.is_trace_id_random():
+            flags |= TraceFlags.RANDOM_TRACE_ID
+        own = SpanContext(
+            trace_id, ids.generate_span_id(), False, TraceFlags(flags), sampling.trace_state
         )
-        return RequestTrace(self.tracer, span, op)
+        return RequestTrace(tracer, own, parent, op, dict(sampling.attributes) if sampled else None)
 
     async def shutdown(self) -> None:
         if self.provider is not None:
@@ -152,41 +170,61 @@ class Tracing:
 
 
 class RequestTrace:
-    def __init__(self, tracer: Tracer, span: Span, operation: str) -> None:
+    """One request's server span, recorded here and handed to the SDK's span processor as
+    a finished ReadableSpan when the request ends: the SDK's live spans (locks, limits,
+    per-call validation, on_start) cost several times as much, and the gateway's spans
+    are made in one place with attributes it controls. A processor's on_start is
+    therefore not called; the batch and simple processors do nothing there."""
+
+    def __init__(
+        self,
+        tracer: sdk_trace.Tracer,
+        context: SpanContext,
+        parent: SpanContext | None,
+        operation: str,
+        attributes: dict[str, Any] | None,
+    ) -> None:
         self._tracer = tracer
-        self.span = span
-        # Read once: when False, every later call is a no-op but for the headers.
-        self.recording = span.is_recording()
+        self.context = context
+        self._parent = parent
         self._operation = operation
+        # None when not sampled: every later call is then a no-op but for the headers.
+        self._attributes = attributes
+        self._started = time.time_ns()
+        self._events: list[Event] = []
         self._model: str | None = None
-        self._context: Context | None = None  # the attempts' parent, made at the first
+
+    @property
+    def recording(self) -> bool:
+        return self._attributes is not None
 
     def model(self, model: str) -> None:
         self._model = model
 
     def attempt(self, provider_type: str, provider: str, model: str) -> AttemptTrace:
-        if not self.recording:
+        if self._attributes is None:
             # Not sampled: no child spans, but the upstream still gets this trace's id
             # (flagged unsampled), so logs on both sides correlate.
-            return AttemptTrace(self.span, owned=False)
-        if self._context is None:
-            self._context = set_span_in_context(self.span)
-        span = self._tracer.start_span(
-            f"{self._operation} {model}",
-            context=self._context,
-            kind=SpanKind.CLIENT,
-            attributes={
-                "gen_ai.operation.name": self._operation,
-                "gen_ai.provider.name": PROVIDER_NAMES.get(provider_type, provider_type),
-                "gen_ai.request.model": model,
-                "kubellm.provider": provider,
-            },
+            return AttemptTrace(self.context)
+        context = self.context
+        own = SpanContext(
+            context.trace_id,
+            self._tracer.id_generator.generate_span_id(),
+            False,
+            context.trace_flags,
+            context.trace_state,
         )
-        return AttemptTrace(span)
+        attributes = {
+            "gen_ai.operation.name": self._operation,
+            "gen_ai.provider.name": PROVIDER_NAMES.get(provider_type, provider_type),
+            "gen_ai.request.model": model,
+            "kubellm.provider": provider,
+        }
+        return AttemptTrace(own, self, f"{self._operation} {model}", attributes)
 
     def first_token(self) -> None:
-        if self.recording:
-            self.span.add_event("gen_ai.first_token")
+        if self._attributes is not None:
+            self._events.append(Event("gen_ai.first_token"))
 
     def finish(
         self,
@@ -196,12 +234,13 @@ class RequestTrace:
         response_model: str | None,
         error_type: str | None,
     ) -> None:
-        if not self.recording:
+        attributes = self._attributes
+        if attributes is None:
             return  # an unsampled span has nothing to end
-        span = self.span
-        attributes: dict[str, Any] = {"http.response.status_code": status}
+        name = self._operation
+        attributes["http.response.status_code"] = status
         if self._model is not None:
-            span.update_name(f"{self._operation} {self._model}")
+            name = f"{self._operation} {self._model}"
             attributes["gen_ai.request.model"] = self._model
         if input_tokens or output_tokens:
             attributes["gen_ai.usage.input_tokens"] = input_tokens
@@ -210,27 +249,60 @@ class RequestTrace:
             attributes["gen_ai.response.model"] = response_model
         if error_type:
             attributes["error.type"] = error_type
-        span.set_attributes(attributes)
-        if status >= 500:
-            span.set_status(_ERROR)
-        span.end()
+        self.emit(
+            name, self.context, self._parent, SpanKind.SERVER, attributes, self._started,
+            _ERROR if status >= 500 else _UNSET, tuple(self._events),
+        )  # fmt: skip
+
+    def emit(
+        self,
+        name: str,
+        context: SpanContext,
+        parent: SpanContext | None,
+        kind: SpanKind,
+        attributes: dict[str, Any],
+        started: int,
+        status: Status,
+        events: tuple[Event, ...] = (),
+    ) -> None:
+        """Hands a finished span to the SDK's span processor (batching, export)."""
+        tracer = self._tracer
+        span = ReadableSpan(
+            name, context, parent, tracer.resource, attributes, events, (), kind, None,
+            status, started, time.time_ns(), _SCOPE,
+        )  # fmt: skip
+        tracer.span_processor.on_end(span)
 
 
 class AttemptTrace:
-    def __init__(self, span: Span, *, owned: bool = True) -> None:
-        self.span = span
-        self._owned = owned  # False: the request's own span, ended by the request
+    """One upstream attempt: a client span under the request's, when that is sampled."""
+
+    def __init__(
+        self,
+        context: SpanContext,
+        request: RequestTrace | None = None,
+        name: str = "",
+        attributes: dict[str, Any] | None = None,
+    ) -> None:
+        self.context = context
+        self._request = request  # None: not sampled, only the headers are wanted
+        self._name = name
+        self._attributes = attributes or {}
+        self._started = time.time_ns()
 
     def headers(self) -> dict[str, str]:
         """`traceparent` (and `tracestate`) for the upstream request."""
-        return traceparent(self.span.get_span_context())
+        return traceparent(self.context)
 
     def end(self, error_type: str | None = None, **attributes: Any) -> None:
-        if not self._owned:
+        request = self._request
+        if request is None:
             return
+        status = _UNSET
         if error_type is not None:
             attributes["error.type"] = error_type
-            self.span.set_status(_ERROR)
-        if attributes:
-            self.span.set_attributes(attributes)
-        self.span.end()
+            status = _ERROR
+        request.emit(
+            self._name, self.context, request.context, SpanKind.CLIENT,
+            self._attributes | attributes, self._started, status,
+        )  # fmt: skip
