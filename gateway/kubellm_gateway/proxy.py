@@ -28,7 +28,7 @@ from .providers.pool import ProviderPool
 from .resources import Pricing, RetrySpec
 from .routing import ModelEntry, Route
 from .telemetry.metrics import Call, Metrics
-from .telemetry.tracing import AttemptTrace
+from .telemetry.tracing import AttemptTrace, Unsampled
 
 log = logging.getLogger(__name__)
 
@@ -219,7 +219,7 @@ class Proxy:
         Exchange,
         AsyncIterator[list[bytes]] | None,
         list[bytes] | bytes,
-        AttemptTrace | None,
+        AttemptTrace | Unsampled | None,
     ]:
         failures: dict[int, UpstreamFailure] = {}
         last: UpstreamFailure | None = None

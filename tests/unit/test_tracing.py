@@ -36,7 +36,13 @@ from kubellm_gateway.telemetry.otlp_json import (
     _any_value,
     encode,
 )
-from kubellm_gateway.telemetry.tracing import Tracing, otlp_provider, span_exporter, wanted
+from kubellm_gateway.telemetry.tracing import (
+    AttemptTrace,
+    Tracing,
+    otlp_provider,
+    span_exporter,
+    wanted,
+)
 from tests.fakes.otlp import CLIENT, PROTOBUF, SERVER, FakeCollector, decode
 from tests.support.tls import PKI, make_pki
 
@@ -134,16 +140,31 @@ def test_unsampled_requests_make_no_spans_but_still_propagate(
 ) -> None:
     provider = TracerProvider(sampler=ALWAYS_OFF)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
-    trace = Tracing(provider).request([], "chat", "rid-3")
+    tracing = Tracing(provider)
+    trace = tracing.request([], "chat", "rid-3")
     assert trace is not None
-    attempt = trace.attempt("OpenAI", "default/openai", "gpt-4o")
-    version, trace_id, span_id, flags = attempt.headers()["traceparent"].split("-")
-    assert version == "00"
+    trace.model("gpt-4o")
+    first = trace.attempt("OpenAI", "default/openai", "gpt-4o")
+    version, trace_id, span_id, flags = first.headers()["traceparent"].split("-")
+    assert version == "00" and len(trace_id) == 32 and len(span_id) == 16
+    assert int(trace_id, 16) and int(span_id, 16)
     assert int(flags, 16) & 1 == 0  # the upstream learns the trace, flagged unsampled
-    assert trace_id == f"{trace.context.trace_id:032x}"
-    assert span_id == f"{trace.context.span_id:016x}"
-    attempt.end("timeout")
+    first.end("timeout")
+    retry = trace.attempt("OpenAI", "default/openai", "gpt-4o")
+    assert retry.headers() == first.headers(), "every attempt names the request's span"
+    retry.end()
+    trace.first_token()
     trace.finish(200, 1, 2, None, None)
+    other = tracing.request([], "chat", "rid-4")
+    assert other is not None
+    other_attempt = other.attempt("OpenAI", "default/openai", "gpt-4o")
+    assert other_attempt.headers()["traceparent"].split("-")[1] != trace_id
+    # A caller's unsampled trace goes on, unsampled, under its own id.
+    unsampled_parent = f"00-{PARENT_TRACE}-{PARENT_SPAN}-00".encode()
+    child = tracing.request([(b"traceparent", unsampled_parent)], "chat", "rid-5")
+    assert child is not None
+    sent = child.attempt("OpenAI", "default/openai", "gpt-4o").headers()["traceparent"]
+    assert sent.split("-")[1] == PARENT_TRACE and sent.split("-")[3] == "00"
     assert exporter.get_finished_spans() == ()
 
 
@@ -153,6 +174,7 @@ def test_sampled_headers_match_the_w3c_propagator(tracing: Tracing) -> None:
     trace = tracing.request([(b"traceparent", TRACEPARENT), (b"tracestate", state)], "chat", "r")
     assert trace is not None
     attempt = trace.attempt("OpenAI", "default/openai", "gpt-4o")
+    assert isinstance(attempt, AttemptTrace)
     expected: dict[str, str] = {}
     context = set_span_in_context(NonRecordingSpan(attempt.context))
     TraceContextTextMapPropagator().inject(expected, context)

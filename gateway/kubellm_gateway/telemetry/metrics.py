@@ -20,7 +20,7 @@ from prometheus_client.core import (
     Metric,
 )
 
-from .tracing import RequestTrace
+from .tracing import RequestTrace, Unsampled
 
 # 5 ms to 120 s: from a cached refusal to a long reasoning completion.
 LATENCY_BUCKETS = (
@@ -105,7 +105,7 @@ class Call:
     tokens_estimated: bool = False  # a stream cut before its usage: tokens estimated
     response_model: str | None = None  # the model the upstream says answered
     overhead: float | None = None  # seconds from arrival to the first upstream request
-    trace: RequestTrace | None = None  # when tracing is on
+    trace: RequestTrace | Unsampled | None = None  # when tracing is on
     started: float = 0.0  # loop time when the request arrived
     finished: bool = False  # the last response message is being sent
 

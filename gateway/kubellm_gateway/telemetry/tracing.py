@@ -36,6 +36,7 @@ from opentelemetry.trace import (
     Status,
     StatusCode,
     TraceFlags,
+    TraceState,
     get_current_span,
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
@@ -114,12 +115,15 @@ def otlp_provider(
 def traceparent(context: SpanContext) -> dict[str, str]:
     """`traceparent` (and `tracestate`) naming `context`, as the W3C propagator writes
     them, without the propagator's context lookups."""
-    headers = {
-        "traceparent": f"00-{context.trace_id:032x}-{context.span_id:016x}-"
-        f"{context.trace_flags:02x}"
-    }
-    if context.trace_state:
-        headers["tracestate"] = context.trace_state.to_header()
+    return _traceparent(context.trace_id, context.span_id, context.trace_flags, context.trace_state)
+
+
+def _traceparent(
+    trace_id: int, span_id: int, flags: int, state: TraceState | None
+) -> dict[str, str]:
+    headers = {"traceparent": f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"}
+    if state:
+        headers["tracestate"] = state.to_header()
     return headers
 
 
@@ -133,7 +137,7 @@ class Tracing:
 
     def request(
         self, headers: list[tuple[bytes, bytes]], operation: str, request_id: str
-    ) -> RequestTrace | None:
+    ) -> RequestTrace | Unsampled | None:
         """The server span of one request, a child of the caller's `traceparent` if any."""
         tracer = self._tracer
         if tracer is None:
@@ -159,10 +163,14 @@ class Tracing:
         flags = TraceFlags.SAMPLED if sampled else TraceFlags.DEFAULT
         if parent.trace_flags.random_trace_id if parent else ids.is_trace_id_random():
             flags |= TraceFlags.RANDOM_TRACE_ID
+        if not sampled:
+            return Unsampled(
+                _traceparent(trace_id, ids.generate_span_id(), flags, sampling.trace_state)
+            )
         own = SpanContext(
             trace_id, ids.generate_span_id(), False, TraceFlags(flags), sampling.trace_state
         )
-        return RequestTrace(tracer, own, parent, op, dict(sampling.attributes) if sampled else None)
+        return RequestTrace(tracer, own, parent, op, dict(sampling.attributes))
 
     async def shutdown(self) -> None:
         if self.provider is not None:
@@ -182,30 +190,21 @@ class RequestTrace:
         context: SpanContext,
         parent: SpanContext | None,
         operation: str,
-        attributes: dict[str, Any] | None,
+        attributes: dict[str, Any],
     ) -> None:
         self._tracer = tracer
         self.context = context
         self._parent = parent
         self._operation = operation
-        # None when not sampled: every later call is then a no-op but for the headers.
         self._attributes = attributes
         self._started = time.time_ns()
         self._events: list[Event] = []
         self._model: str | None = None
 
-    @property
-    def recording(self) -> bool:
-        return self._attributes is not None
-
     def model(self, model: str) -> None:
         self._model = model
 
     def attempt(self, provider_type: str, provider: str, model: str) -> AttemptTrace:
-        if self._attributes is None:
-            # Not sampled: no child spans, but the upstream still gets this trace's id
-            # (flagged unsampled), so logs on both sides correlate.
-            return AttemptTrace(self.context)
         context = self.context
         own = SpanContext(
             context.trace_id,
@@ -223,8 +222,7 @@ class RequestTrace:
         return AttemptTrace(own, self, f"{self._operation} {model}", attributes)
 
     def first_token(self) -> None:
-        if self._attributes is not None:
-            self._events.append(Event("gen_ai.first_token"))
+        self._events.append(Event("gen_ai.first_token"))
 
     def finish(
         self,
@@ -235,8 +233,6 @@ class RequestTrace:
         error_type: str | None,
     ) -> None:
         attributes = self._attributes
-        if attributes is None:
-            return  # an unsampled span has nothing to end
         name = self._operation
         attributes["http.response.status_code"] = status
         if self._model is not None:
@@ -275,19 +271,15 @@ class RequestTrace:
 
 
 class AttemptTrace:
-    """One upstream attempt: a client span under the request's, when that is sampled."""
+    """One upstream attempt: a client span under the request's."""
 
     def __init__(
-        self,
-        context: SpanContext,
-        request: RequestTrace | None = None,
-        name: str = "",
-        attributes: dict[str, Any] | None = None,
+        self, context: SpanContext, request: RequestTrace, name: str, attributes: dict[str, Any]
     ) -> None:
         self.context = context
-        self._request = request  # None: not sampled, only the headers are wanted
+        self._request = request
         self._name = name
-        self._attributes = attributes or {}
+        self._attributes = attributes
         self._started = time.time_ns()
 
     def headers(self) -> dict[str, str]:
@@ -295,14 +287,48 @@ class AttemptTrace:
         return traceparent(self.context)
 
     def end(self, error_type: str | None = None, **attributes: Any) -> None:
-        request = self._request
-        if request is None:
-            return
         status = _UNSET
         if error_type is not None:
             attributes["error.type"] = error_type
             status = _ERROR
+        request = self._request
         request.emit(
             self._name, self.context, request.context, SpanKind.CLIENT,
             self._attributes | attributes, self._started, status,
         )  # fmt: skip
+
+
+class Unsampled:
+    """A request the sampler passed over, and each of its attempts: nothing is recorded,
+    but the upstream still learns the trace (flagged unsampled), so logs on both sides
+    correlate. The slimmest path, as most requests take it: no span context is made."""
+
+    __slots__ = ("_headers",)
+
+    def __init__(self, headers: dict[str, str]) -> None:
+        self._headers = headers
+
+    def model(self, model: str) -> None:
+        pass
+
+    def attempt(self, provider_type: str, provider: str, model: str) -> Unsampled:
+        return self
+
+    def headers(self) -> dict[str, str]:
+        return self._headers
+
+    def end(self, error_type: str | None = None, **attributes: Any) -> None:
+        pass
+
+    def first_token(self) -> None:
+        pass
+
+    def finish(
+        self,
+        status: int,
+        input_tokens: int,
+        output_tokens: int,
+        response_model: str | None,
+        error_type: str | None,
+    ) -> None:
+        pass
