@@ -316,6 +316,9 @@ def test_full_values(full_objects: Objects) -> None:
         assert variables["OTEL_RESOURCE_ATTRIBUTES"] == (
             "k8s.pod.name=$(POD_NAME),deployment.environment=production"
         )
+        # The chart's sampling default: callers' sampled traces, and one in ten of the rest.
+        assert variables["OTEL_TRACES_SAMPLER"] == "parentbased_traceidratio"
+        assert variables["OTEL_TRACES_SAMPLER_ARG"] == "0.1"
     variables = env(gateway)
     assert variables["KUBELLM_OIDC_ISSUER"] == "https://keycloak.example.com/realms/platform"
     assert variables["KUBELLM_OIDC_AUDIENCE"] == "kubellm"
@@ -377,6 +380,29 @@ def test_network_policy_without_peers_admits_any_client(helm: Helm) -> None:
     assert all("from" not in rule for rule in policy["spec"]["ingress"])
 
 
+def test_tracing_is_off_by_default_and_sampling_can_be_the_sdks(
+    helm: Helm, default_objects: Objects
+) -> None:
+    assert not any(
+        name.startswith("OTEL_") for name in env(one(default_objects, "Deployment", GATEWAY))
+    )
+    variables = env(
+        one(
+            render(
+                helm,
+                *("--set", "otel.endpoint=http://collector:4318"),
+                *("--set", "otel.sampler=parentbased_always_on", "--set", "otel.samplerArg="),
+            ),
+            "Deployment",
+            GATEWAY,
+        )
+    )
+    assert variables["OTEL_TRACES_SAMPLER"] == "parentbased_always_on"
+    assert "OTEL_TRACES_SAMPLER_ARG" not in variables
+    unset = render(helm, "--set", "otel.endpoint=http://collector:4318", "--set", "otel.sampler=")
+    assert "OTEL_TRACES_SAMPLER" not in env(one(unset, "Deployment", GATEWAY))
+
+
 def test_operator_can_be_left_out(helm: Helm) -> None:
     rendered = render(helm, "--set", "operator.enabled=false")
     assert {o["metadata"]["labels"]["app.kubernetes.io/component"] for o in rendered} == {
@@ -406,6 +432,8 @@ def test_operator_can_be_left_out(helm: Helm) -> None:
         ("gateway.service.type=ExternalName", "/gateway/service/type"),
         ("gateway.oidc.issuer=http://keycloak", "/gateway/oidc/issuer"),
         ("otel.endpoint=collector:4317", "/otel/endpoint"),
+        ("otel.sampler=sometimes", "/otel/sampler"),
+        ("otel.samplerArg=2", "/otel/samplerArg"),
         (
             "gateway.autoscaling.targetCPUUtilizationPercentage=150",
             "targetCPUUtilizationPercentage",
