@@ -2,6 +2,7 @@
 
 import logging
 import os
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -211,3 +212,31 @@ def test_same_resource_twice_first_wins(tmp_path: Path, caplog: pytest.LogCaptur
     assert caplog.messages == [
         f"{tmp_path / 'b.yaml'} document 1: LLMProvider default/p is defined twice; the first wins"
     ]
+
+
+def test_resources_without_a_creation_time_get_their_files_first_mtime(tmp_path: Path) -> None:
+    stamped = model("stamped", [backend("mock", "m")])
+    stamped["metadata"]["creationTimestamp"] = "2025-01-02T03:04:05Z"
+    path = tmp_path / "a.yaml"
+    write(path, dump(MOCK, CHAT, stamped))
+    os.utime(path, ns=(1_700_000_000_500_000_000,) * 2)
+    src = source(tmp_path)
+    first = scanned(src)
+    chat = the(first, LLMModel, "chat")
+    assert chat.metadata.creationTimestamp == datetime(2023, 11, 14, 22, 13, 20, tzinfo=UTC)
+    assert the(first, LLMModel, "stamped").metadata.creationTimestamp == datetime(
+        2025, 1, 2, 3, 4, 5, tzinfo=UTC
+    )
+    # An edit is not a new resource: it keeps the time it was first read with.
+    write(path, dump(MOCK, model("chat", [backend("mock", "other")]), stamped))
+    edited = the(scanned(src), LLMModel, "chat")
+    assert edited.spec.backends[0].model == "other"
+    assert edited.metadata.creationTimestamp == chat.metadata.creationTimestamp
+    # Gone and back is new, as a deleted and re-created object is in a cluster.
+    write(path, dump(MOCK, stamped))
+    scanned(src)
+    later = 1_800_000_000_000_000_000
+    write(path, dump(MOCK, CHAT, stamped))
+    os.utime(path, ns=(later, later))
+    back = the(scanned(src), LLMModel, "chat")
+    assert back.metadata.creationTimestamp == datetime.fromtimestamp(later // 10**9, UTC)

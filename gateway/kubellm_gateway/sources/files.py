@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import yaml
@@ -51,6 +52,10 @@ class FileSource:
         self._seen: dict[Path, Signature] | None = None  # None: nothing applied yet
         self._documents: dict[Path, list[object]] = {}  # last good parse of each file
         self._good: dict[Key, Resource] = {}  # last valid version of each resource
+        # A manifest rarely carries creationTimestamp, which the API server sets in a
+        # cluster: each resource gets its file's mtime when first read instead, kept
+        # through later edits (what /v1/models reports as `created`, and orders by).
+        self._created: dict[Key, datetime] = {}
 
     def scan(self) -> tuple[list[Resource], dict[str, int]] | None:
         """Resources and invalid counts per kind if anything changed, else None."""
@@ -93,6 +98,7 @@ class FileSource:
                 if resource is None:
                     continue
                 key = resource_key(resource)
+                resource = self._with_creation_time(key, resource, path)
                 if key in found:
                     log.error(
                         "%s document %d: %s %s/%s is defined twice; the first wins",
@@ -103,7 +109,22 @@ class FileSource:
                     continue
                 found[key] = resource
         self._good = found
+        for key in set(self._created) - set(found):
+            del self._created[key]  # deleted: created anew if it comes back
         return list(found.values()), invalid
+
+    def _with_creation_time(self, key: Key, resource: Resource, path: Path) -> Resource:
+        metadata = resource.metadata
+        if metadata.creationTimestamp is not None:
+            return resource
+        created = self._created.get(key)
+        if created is None:
+            assert self._seen is not None  # scan() records the files before reading them
+            mtime_ns = self._seen[path][1]
+            created = datetime.fromtimestamp(mtime_ns // 1_000_000_000, UTC)
+            self._created[key] = created
+        update = {"creationTimestamp": created}
+        return resource.model_copy(update={"metadata": metadata.model_copy(update=update)})
 
     async def run(self, ready: asyncio.Event) -> None:
         """Apply the folder now, then every change to it, until cancelled."""
