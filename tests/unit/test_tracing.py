@@ -491,3 +491,28 @@ def test_a_connection_the_collector_closed_is_replaced_at_once(collector: FakeCo
     sender.shutdown()
     first, second = collector.requests
     assert first.client != second.client
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        b"00-00000000000000000000000000000000-00f067aa0ba902b7-01",  # all-zero trace id
+        b"00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",  # all-zero span id
+        b"zz-not-a-traceparent",
+        b"",
+    ],
+)
+def test_a_malformed_traceparent_starts_a_new_trace(
+    tracing: Tracing, exporter: InMemorySpanExporter, header: bytes
+) -> None:
+    trace = tracing.request(
+        [(b"traceparent", header), (b"tracestate", b"vendor=abc")], "chat", "rid-6"
+    )
+    assert trace is not None
+    sent = trace.attempt("OpenAI", "default/openai", "gpt-4o").headers()
+    trace.finish(200, 0, 0, None, None)
+    (span,) = exporter.get_finished_spans()
+    assert span.parent is None
+    assert span.context is not None and span.context.trace_id != 0
+    assert sent["traceparent"].split("-")[1] == f"{span.context.trace_id:032x}"
+    assert "tracestate" not in sent  # a state without a valid parent is not carried on
