@@ -110,123 +110,177 @@ class Call:
     finished: bool = False  # the last response message is being sent
 
 
-class _Counter:
-    """A counter family kept in a plain dict by the event loop, exported at scrape time.
+def _histogram(bounds: Sequence[float]) -> list[float]:
+    """Bucket counts (one per bound, then +Inf) and, last, the sum."""
+    return [0.0] * (len(bounds) + 2)
 
-    prometheus_client's own metrics take a lock per operation: about ten lock round
-    trips per request cost 6 to 9 % of the gateway's CPU (bench/observability.py).
+
+def _observe(row: list[float], bounds: Sequence[float], value: float) -> None:
+    row[bisect_left(bounds, value)] += 1  # the first bucket with value <= le
+    row[-1] += value
+
+
+def _add(into: dict[tuple[str, ...], list[float]], key: tuple[str, ...], row: list[float]) -> None:
+    if not any(row[:-1]):
+        return  # nothing observed: no series, as a histogram never observed has none
+    total = into.get(key)
+    if total is None:
+        into[key] = list(row)
+    else:
+        for i, value in enumerate(row):
+            total[i] += value
+
+
+class _Series:
+    """What the requests of one (operation, model, provider, policy, status[, user]) did.
+
+    Every per-request family's labels are a subset of these, so a request updates one
+    object found with one lookup, and a scrape sums series into the families. Kept by
+    the event loop in plain lists: prometheus_client's metrics take a lock per operation,
+    and about ten lock round trips a request cost 6 to 9 % of the gateway's CPU; the
+    lookups and label tuples of one family each, another 1 to 2 % (bench/README.md).
     Only the loop writes; a scrape (the metrics server's thread) copies under the GIL.
     """
 
-    def __init__(self, name: str, doc: str, labels: list[str]) -> None:
-        self.name, self.doc, self.labels = name, doc, labels
-        self.values: dict[tuple[str, ...], float] = {}
+    __slots__ = (
+        "cost", "disconnects", "duration", "fallbacks", "input", "input_usage", "output",
+        "output_usage", "overhead", "requests", "ttft",
+    )  # fmt: skip
 
-    def add(self, key: tuple[str, ...], amount: float = 1.0) -> None:
-        self.values[key] = self.values.get(key, 0.0) + amount
-
-    def family(self) -> Metric:
-        family = CounterMetricFamily(self.name, self.doc, labels=self.labels)
-        for key, value in list(self.values.items()):
-            family.add_metric(key, value)
-        return family
-
-
-class _Histogram:
-    """A histogram family kept like _Counter: per label set, bucket counts and the sum."""
-
-    def __init__(self, name: str, doc: str, labels: list[str], buckets: Sequence[float]) -> None:
-        self.name, self.doc, self.labels = name, doc, labels
-        self.bounds = tuple(float(b) for b in buckets)
-        self._le = [str(b) for b in self.bounds] + ["+Inf"]  # as Prometheus writes floats
-        self.values: dict[tuple[str, ...], list[float]] = {}
-
-    def observe(self, key: tuple[str, ...], value: float) -> None:
-        row = self.values.get(key)
-        if row is None:
-            row = self.values[key] = [0.0] * (len(self.bounds) + 2)  # buckets, +Inf, sum
-        row[bisect_left(self.bounds, value)] += 1  # the first bucket with value <= le
-        row[-1] += value
-
-    def family(self) -> Metric:
-        family = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
-        for key, row in list(self.values.items()):
-            counts = list(row)
-            cumulative = list(accumulate(counts[:-1]))
-            family.add_metric(key, list(zip(self._le, cumulative, strict=True)), counts[-1])
-        return family
+    def __init__(self) -> None:
+        self.requests = 0
+        self.duration = _histogram(LATENCY_BUCKETS)
+        self.ttft = _histogram(LATENCY_BUCKETS)
+        self.overhead = _histogram(OVERHEAD_BUCKETS)
+        self.input = self.output = 0
+        self.input_usage = _histogram(TOKEN_BUCKETS)
+        self.output_usage = _histogram(TOKEN_BUCKETS)
+        self.cost = 0.0
+        self.fallbacks = self.disconnects = 0
 
 
 class RequestMetrics:
     """The per-request families, exported by one collector."""
 
     def __init__(self, per_user: bool) -> None:
-        user = ["user"] if per_user else []
-        self.requests = _Counter(
+        self.user = ["user"] if per_user else []
+        self.series: dict[tuple[str | int, ...], _Series] = {}
+        self.inflight = 0
+
+    def collect(self) -> Iterator[Metric]:
+        user = self.user
+        requests = CounterMetricFamily(
             "kubellm_requests",
             "Requests served, by outcome.",
-            ["operation", "model", "provider", "policy", "status_class", "status", *user],
+            labels=["operation", "model", "provider", "policy", "status_class", "status", *user],
         )
-        self.duration = _Histogram(
+        duration: dict[tuple[str, ...], list[float]] = {}
+        ttft: dict[tuple[str, ...], list[float]] = {}
+        overhead: dict[tuple[str, ...], list[float]] = {}
+        usage: dict[tuple[str, ...], list[float]] = {}
+        tokens: dict[tuple[str, ...], float] = {}
+        cost: dict[tuple[str, ...], float] = {}
+        fallbacks: dict[tuple[str, ...], float] = {}
+        disconnects: dict[tuple[str, ...], float] = {}
+
+        def count(into: dict[tuple[str, ...], float], key: tuple[str, ...], n: float) -> None:
+            if n:
+                into[key] = into.get(key, 0) + n
+
+        for key, s in list(self.series.items()):
+            op, model, provider, policy, status, *who = (str(part) for part in key)
+            sc = status_class(int(status))
+            requests.add_metric([op, model, provider, policy, sc, status, *who], s.requests)
+            _add(duration, (op, model, sc), s.duration)
+            _add(ttft, (op, model), s.ttft)
+            _add(overhead, (op,), s.overhead)
+            _add(usage, (op, model, "input"), s.input_usage)
+            _add(usage, (op, model, "output"), s.output_usage)
+            count(tokens, (op, model, provider, policy, "input", *who), s.input)
+            count(tokens, (op, model, provider, policy, "output", *who), s.output)
+            count(cost, (model, provider, policy, *who), s.cost)
+            count(fallbacks, (model,), s.fallbacks)
+            count(disconnects, (op, model), s.disconnects)
+        yield requests
+        yield _histogram_family(
             "gen_ai_server_request_duration_seconds",
             "Time from request received to response end.",
             ["operation", "model", "status_class"],
             LATENCY_BUCKETS,
+            duration,
         )
-        self.ttft = _Histogram(
+        yield _histogram_family(
             "gen_ai_server_time_to_first_token_seconds",
             "Time to the first streamed event.",
             ["operation", "model"],
             LATENCY_BUCKETS,
+            ttft,
         )
-        self.overhead = _Histogram(
+        yield _histogram_family(
             "kubellm_gateway_overhead_seconds",
             "The gateway's own time: from request received to upstream request sent.",
             ["operation"],
             OVERHEAD_BUCKETS,
+            overhead,
         )
-        self.token_usage = _Histogram(
+        yield _histogram_family(
             "gen_ai_client_token_usage",
             "Tokens per request, by type (input, output).",
             ["operation", "model", "type"],
             TOKEN_BUCKETS,
+            usage,
         )
-        self.tokens = _Counter(
+        yield _counter_family(
             "kubellm_tokens",
             "Tokens counted from upstream usage.",
             ["operation", "model", "provider", "policy", "type", *user],
+            tokens,
         )
-        self.cost = _Counter(
+        yield _counter_family(
             "kubellm_cost_usd",
             "Cost in USD from each model's pricing.",
             ["model", "provider", "policy", *user],
+            cost,
         )
-        self.fallbacks = _Counter(
-            "kubellm_fallbacks", "Requests served by other than their first attempt.", ["model"]
+        yield _counter_family(
+            "kubellm_fallbacks",
+            "Requests served by other than their first attempt.",
+            ["model"],
+            fallbacks,
         )
-        self.disconnects = _Counter(
+        yield _counter_family(
             "kubellm_stream_disconnects",
             "Clients that went away before the response ended.",
             ["operation", "model"],
+            disconnects,
         )
-        self.inflight = 0
-
-    def collect(self) -> Iterator[Metric]:
-        for family in (
-            self.requests,
-            self.duration,
-            self.ttft,
-            self.overhead,
-            self.token_usage,
-            self.tokens,
-            self.cost,
-            self.fallbacks,
-            self.disconnects,
-        ):
-            yield family.family()
         inflight = GaugeMetricFamily("kubellm_inflight_requests", "Requests in progress.")
         inflight.add_metric([], self.inflight)
         yield inflight
+
+
+def _counter_family(
+    name: str, doc: str, labels: list[str], values: dict[tuple[str, ...], float]
+) -> Metric:
+    family = CounterMetricFamily(name, doc, labels=labels)
+    for key, value in values.items():
+        family.add_metric(key, value)
+    return family
+
+
+def _histogram_family(
+    name: str,
+    doc: str,
+    labels: list[str],
+    bounds: Sequence[float],
+    rows: dict[tuple[str, ...], list[float]],
+) -> Metric:
+    family = HistogramMetricFamily(name, doc, labels=labels)
+    le = [str(float(b)) for b in bounds] + ["+Inf"]  # as Prometheus writes floats
+    for key, row in rows.items():
+        cumulative = list(accumulate(row[:-1]))
+        family.add_metric(key, list(zip(le, cumulative, strict=True)), row[-1])
+    return family
 
 
 class BudgetUsage:
@@ -317,22 +371,32 @@ class Metrics:
         m.inflight -= 1
         if not self.enabled:
             return
-        op, model, provider, policy = call.operation, call.model, call.provider, call.policy
-        user = (call.user,) if self.per_user else ()
-        sc = status_class(call.status)
-        m.requests.add((op, model, provider, policy, sc, str(call.status), *user))
-        m.duration.observe((op, model, sc), seconds)
+        key: tuple[str | int, ...] = (
+            call.operation,
+            call.model,
+            call.provider,
+            call.policy,
+            call.status,
+        )
+        if self.per_user:
+            key += (call.user,)
+        s = m.series.get(key)
+        if s is None:
+            s = m.series[key] = _Series()
+        s.requests += 1
+        _observe(s.duration, LATENCY_BUCKETS, seconds)
         if call.ttft is not None:
-            m.ttft.observe((op, model), call.ttft)
+            _observe(s.ttft, LATENCY_BUCKETS, call.ttft)
         if call.overhead is not None:
-            m.overhead.observe((op,), call.overhead)
-        for kind, count in (("input", call.input_tokens), ("output", call.output_tokens)):
-            if count:
-                m.tokens.add((op, model, provider, policy, kind, *user), count)
-                m.token_usage.observe((op, model, kind), count)
-        if call.cost:
-            m.cost.add((model, provider, policy, *user), call.cost)
+            _observe(s.overhead, OVERHEAD_BUCKETS, call.overhead)
+        if call.input_tokens:
+            s.input += call.input_tokens
+            _observe(s.input_usage, TOKEN_BUCKETS, call.input_tokens)
+        if call.output_tokens:
+            s.output += call.output_tokens
+            _observe(s.output_usage, TOKEN_BUCKETS, call.output_tokens)
+        s.cost += call.cost
         if call.attempts > 1 and call.status < 400:
-            m.fallbacks.add((model,))
+            s.fallbacks += 1
         if call.disconnected:
-            m.disconnects.add((op, model))
+            s.disconnects += 1
