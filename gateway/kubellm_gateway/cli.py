@@ -230,7 +230,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     # builds, the span exporter, the metrics server). A request ready to run waits for the
     # switch interval before a busy thread must hand the GIL over: Python's 5 ms default
     # doubled the p99 while a cluster changed 50 times a second, 0.1 ms bounds the wait
-    # (bench/README.md, "Following a cluster"). Without contention nothing switches.
+    # (bench/README.md, "Propagation: following a cluster"). Without contention nothing
+    # switches; with a busy exporter beside a saturated loop it costs some throughput.
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
     logs.configure(settings.log_level, settings.log_format)
     if not settings.access_log:
