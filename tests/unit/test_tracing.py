@@ -30,6 +30,7 @@ from opentelemetry.trace import (
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
+from kubellm_gateway.telemetry.metrics import Call
 from kubellm_gateway.telemetry.otlp_json import (
     ExportConfig,
     OTLPJSONSpanExporter,
@@ -88,14 +89,18 @@ def test_span_tree_attributes_and_propagation(
 ) -> None:
     trace = tracing.request([(b"traceparent", TRACEPARENT)], "chat", "rid-1")
     assert trace is not None
-    trace.model("gpt-4o")
     failed = trace.attempt("AzureOpenAI", "default/azure", "gpt-4o-prod")
     failed.end(error_type="timeout")
     second = trace.attempt("OpenAI", "default/openai", "gpt-4o")
     sent = second.headers()["traceparent"]
     second.end()
     trace.first_token()
-    trace.finish(200, 12, 34, "gpt-4o-2024-08-06", None)
+    trace.finish(
+        Call(
+            "chat", "rid-1", model="gpt-4o", status=200, input_tokens=12, output_tokens=34,
+            response_model="gpt-4o-2024-08-06",
+        )
+    )  # fmt: skip
 
     spans = {s.name + "/" + s.kind.name: s for s in exporter.get_finished_spans()}
     server = spans["chat gpt-4o/SERVER"]
@@ -127,7 +132,7 @@ def test_span_tree_attributes_and_propagation(
 def test_server_errors_mark_the_span(tracing: Tracing, exporter: InMemorySpanExporter) -> None:
     trace = tracing.request([], "completions", "rid-2")
     assert trace is not None
-    trace.finish(502, 0, 0, None, "upstream_error")
+    trace.finish(Call("completions", "rid-2", status=502, error="upstream_error"))
     (span,) = exporter.get_finished_spans()
     assert span.name == "text_completion"
     assert span.parent is None
@@ -143,7 +148,6 @@ def test_unsampled_requests_make_no_spans_but_still_propagate(
     tracing = Tracing(provider)
     trace = tracing.request([], "chat", "rid-3")
     assert trace is not None
-    trace.model("gpt-4o")
     first = trace.attempt("OpenAI", "default/openai", "gpt-4o")
     version, trace_id, span_id, flags = first.headers()["traceparent"].split("-")
     assert version == "00" and len(trace_id) == 32 and len(span_id) == 16
@@ -154,7 +158,7 @@ def test_unsampled_requests_make_no_spans_but_still_propagate(
     assert retry.headers() == first.headers(), "every attempt names the request's span"
     retry.end()
     trace.first_token()
-    trace.finish(200, 1, 2, None, None)
+    trace.finish(Call("chat", "rid-3", model="gpt-4o", status=200, input_tokens=1, output_tokens=2))
     other = tracing.request([], "chat", "rid-4")
     assert other is not None
     other_attempt = other.attempt("OpenAI", "default/openai", "gpt-4o")
@@ -510,7 +514,7 @@ def test_a_malformed_traceparent_starts_a_new_trace(
     )
     assert trace is not None
     sent = trace.attempt("OpenAI", "default/openai", "gpt-4o").headers()
-    trace.finish(200, 0, 0, None, None)
+    trace.finish(Call("chat", "rid-6", status=200))
     (span,) = exporter.get_finished_spans()
     assert span.parent is None
     assert span.context is not None and span.context.trace_id != 0

@@ -120,8 +120,6 @@ class Inference:
                 raise model_not_found(model)
             call.model = entry.id
             call.policy = _policy(snapshot, principal, entry.id)
-            if call.trace is not None:
-                call.trace.model(entry.id)
             upstream_op = _upstream_operation(entry, self.op, model)
             admission = await runtime.limiter.admit(snapshot, principal, entry.id)
             if admission.usages:
@@ -158,13 +156,7 @@ class Inference:
             call.bytes_out = scope[SENT_KEY][0]
             metrics.record(call, elapsed)
             if call.trace is not None:
-                call.trace.finish(
-                    call.status,
-                    call.input_tokens,
-                    call.output_tokens,
-                    call.response_model,
-                    call.error,
-                )
+                call.trace.finish(call)
             logs.access(call, elapsed)
 
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from opentelemetry.context import Context
 from opentelemetry.sdk import trace as sdk_trace
@@ -40,6 +40,9 @@ from opentelemetry.trace import (
     get_current_span,
 )
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+if TYPE_CHECKING:  # metrics.Call holds a request's trace: imported for annotations only
+    from .metrics import Call
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 # The parent of a request without `traceparent`: given explicitly, it spares the sampler
@@ -112,15 +115,11 @@ def otlp_provider(
     return provider
 
 
-def traceparent(context: SpanContext) -> dict[str, str]:
-    """`traceparent` (and `tracestate`) naming `context`, as the W3C propagator writes
-    them, without the propagator's context lookups."""
-    return _traceparent(context.trace_id, context.span_id, context.trace_flags, context.trace_state)
-
-
-def _traceparent(
+def traceparent(
     trace_id: int, span_id: int, flags: int, state: TraceState | None
 ) -> dict[str, str]:
+    """`traceparent` (and `tracestate`) naming a span, as the W3C propagator writes them,
+    without the propagator's context lookups."""
     headers = {"traceparent": f"00-{trace_id:032x}-{span_id:016x}-{flags:02x}"}
     if state:
         headers["tracestate"] = state.to_header()
@@ -165,7 +164,7 @@ class Tracing:
             flags |= TraceFlags.RANDOM_TRACE_ID
         if not sampled:
             return Unsampled(
-                _traceparent(trace_id, ids.generate_span_id(), flags, sampling.trace_state)
+                traceparent(trace_id, ids.generate_span_id(), flags, sampling.trace_state)
             )
         own = SpanContext(
             trace_id, ids.generate_span_id(), False, TraceFlags(flags), sampling.trace_state
@@ -199,10 +198,6 @@ class RequestTrace:
         self._attributes = attributes
         self._started = time.time_ns()
         self._events: list[Event] = []
-        self._model: str | None = None
-
-    def model(self, model: str) -> None:
-        self._model = model
 
     def attempt(self, provider_type: str, provider: str, model: str) -> AttemptTrace:
         context = self.context
@@ -224,30 +219,23 @@ class RequestTrace:
     def first_token(self) -> None:
         self._events.append(Event("gen_ai.first_token"))
 
-    def finish(
-        self,
-        status: int,
-        input_tokens: int,
-        output_tokens: int,
-        response_model: str | None,
-        error_type: str | None,
-    ) -> None:
+    def finish(self, call: Call) -> None:
         attributes = self._attributes
         name = self._operation
-        attributes["http.response.status_code"] = status
-        if self._model is not None:
-            name = f"{self._operation} {self._model}"
-            attributes["gen_ai.request.model"] = self._model
-        if input_tokens or output_tokens:
-            attributes["gen_ai.usage.input_tokens"] = input_tokens
-            attributes["gen_ai.usage.output_tokens"] = output_tokens
-        if response_model:
-            attributes["gen_ai.response.model"] = response_model
-        if error_type:
-            attributes["error.type"] = error_type
+        attributes["http.response.status_code"] = call.status
+        if call.model != "-":  # Call's own "-": no model the caller may use was named
+            name = f"{self._operation} {call.model}"
+            attributes["gen_ai.request.model"] = call.model
+        if call.input_tokens or call.output_tokens:
+            attributes["gen_ai.usage.input_tokens"] = call.input_tokens
+            attributes["gen_ai.usage.output_tokens"] = call.output_tokens
+        if call.response_model:
+            attributes["gen_ai.response.model"] = call.response_model
+        if call.error:
+            attributes["error.type"] = call.error
         self.emit(
             name, self.context, self._parent, SpanKind.SERVER, attributes, self._started,
-            _ERROR if status >= 500 else _UNSET, tuple(self._events),
+            _ERROR if call.status >= 500 else _UNSET, tuple(self._events),
         )  # fmt: skip
 
     def emit(
@@ -284,7 +272,8 @@ class AttemptTrace:
 
     def headers(self) -> dict[str, str]:
         """`traceparent` (and `tracestate`) for the upstream request."""
-        return traceparent(self.context)
+        c = self.context
+        return traceparent(c.trace_id, c.span_id, c.trace_flags, c.trace_state)
 
     def end(self, error_type: str | None = None, **attributes: Any) -> None:
         status = _UNSET
@@ -308,9 +297,6 @@ class Unsampled:
     def __init__(self, headers: dict[str, str]) -> None:
         self._headers = headers
 
-    def model(self, model: str) -> None:
-        pass
-
     def attempt(self, provider_type: str, provider: str, model: str) -> Unsampled:
         return self
 
@@ -323,12 +309,5 @@ class Unsampled:
     def first_token(self) -> None:
         pass
 
-    def finish(
-        self,
-        status: int,
-        input_tokens: int,
-        output_tokens: int,
-        response_model: str | None,
-        error_type: str | None,
-    ) -> None:
+    def finish(self, call: Call) -> None:
         pass
