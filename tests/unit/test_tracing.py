@@ -497,6 +497,36 @@ def test_a_connection_the_collector_closed_is_replaced_at_once(collector: FakeCo
     assert first.client != second.client
 
 
+def test_a_kept_connection_that_times_out_fails_the_export_within_its_timeout() -> None:
+    # A collector that answers the first request and then hangs on the kept connection:
+    # the time out uses up the export's timeout, and no reconnect is tried without time.
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def serve() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            connection.recv(65536)  # the second request: read, never answered
+            time.sleep(0.5)
+
+    server = threading.Thread(target=serve, daemon=True)
+    server.start()
+    sender = OTLPJSONSpanExporter(
+        ExportConfig(endpoint=f"http://127.0.0.1:{port}/v1/traces", timeout=0.3), backoff=0.01
+    )
+    try:
+        assert sender.export(finished_spans()) is SpanExportResult.SUCCESS
+        started = time.monotonic()
+        assert sender.export(finished_spans()) is SpanExportResult.FAILURE
+        assert time.monotonic() - started < 1
+    finally:
+        sender.shutdown()
+        listener.close()
+        server.join(2)
+
+
 @pytest.mark.parametrize(
     "header",
     [

@@ -345,10 +345,11 @@ class OTLPJSONSpanExporter(SpanExporter):
                 status, retry_after = self._post(body, remaining)
             except (OSError, http.client.HTTPException) as exc:
                 self._disconnect()
-                if reused:
+                if reused and time.monotonic() < deadline:
                     # Most likely the collector closed the idle connection between two
                     # batches (uvicorn's keep-alive is 5 s, the batches' default delay
-                    # too): a new connection at once, no backoff.
+                    # too): a new connection at once, no backoff, if time is left (a
+                    # socket refuses a timeout that is not positive).
                     continue
                 self._once(type(exc).__name__, "cannot reach %s: %s", self._where, exc)
                 status, retry_after = 0, None
