@@ -164,7 +164,7 @@ class RequestMetrics:
 
     def __init__(self, per_user: bool) -> None:
         self.user = ["user"] if per_user else []
-        self.series: dict[tuple[str | int, ...], _Series] = {}
+        self.series: dict[tuple[str, ...], _Series] = {}
         self.inflight = 0
 
     def collect(self) -> Iterator[Metric]:
@@ -188,7 +188,7 @@ class RequestMetrics:
                 into[key] = into.get(key, 0) + n
 
         for key, s in list(self.series.items()):
-            op, model, provider, policy, status, *who = (str(part) for part in key)
+            op, model, provider, policy, status, *who = key
             sc = status_class(int(status))
             requests.add_metric([op, model, provider, policy, sc, status, *who], s.requests)
             _add(duration, (op, model, sc), s.duration)
@@ -371,13 +371,9 @@ class Metrics:
         m.inflight -= 1
         if not self.enabled:
             return
-        key: tuple[str | int, ...] = (
-            call.operation,
-            call.model,
-            call.provider,
-            call.policy,
-            call.status,
-        )
+        key: tuple[str, ...] = (
+            call.operation, call.model, call.provider, call.policy, str(call.status),
+        )  # fmt: skip
         if self.per_user:
             key += (call.user,)
         s = m.series.get(key)
