@@ -529,13 +529,8 @@ class _Builder:
             or any(providers.get(name) is not p for name, p in memo.providers)
         ):
             first_problem = len(self.problems)
-            namespace = m.metadata.namespace
-            used = tuple(
-                [
-                    (name, providers.get(name))
-                    for name in [f"{namespace}/{b.provider}" for b in m.spec.backends]
-                ]
-            )
+            names = [f"{m.metadata.namespace}/{b.provider}" for b in m.spec.backends]
+            used = tuple([(name, providers.get(name)) for name in names])
             entry = self.derive_model_entry(m, [provider for _, provider in used])
             memo = _ModelMemo(m, used, entry, tuple(self.problems[first_problem:]))
         else:
