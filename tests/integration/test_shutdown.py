@@ -75,6 +75,10 @@ def refused(gateway: GatewayProcess) -> bool:
         httpx2.get(gateway.url + "/healthz", timeout=2)
     except httpx2.ConnectError:
         return True
+    except (httpx2.RemoteProtocolError, httpx2.ReadError):
+        # Accepted in the moment the listener closed, then closed unanswered as an
+        # idle connection (uvicorn's shutdown; clients retry these): not yet refused.
+        return False
     return False
 
 
