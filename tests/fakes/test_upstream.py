@@ -306,7 +306,7 @@ def test_stream_disconnect_detected_promptly(fake: FakeUpstream) -> None:
         next(r.iter_bytes())
     closed = time.monotonic()
     record = fake.wait_for(lambda r: r.disconnected, timeout=1)
-    assert time.monotonic() - closed < 0.1
+    assert time.monotonic() - closed < 0.5  # the stream would run 2.5 s more
     assert not record.finished
 
 

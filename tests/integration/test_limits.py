@@ -368,6 +368,6 @@ async def test_unresponsive_redis_is_bounded_by_the_timeout(clock: Clock) -> Non
             assert time.monotonic() - started < 2
             started = time.monotonic()
             assert (await limiter.admit(snap, ALICE, "chat")).usages == ()  # no retry yet: instant
-            assert time.monotonic() - started < 0.05
+            assert time.monotonic() - started < 0.15  # below the 0.2 s timeout, with room for noise
         finally:
             await limiter.aclose()
