@@ -9,9 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any, Final
 
 import kubernetes
@@ -26,18 +24,6 @@ PLURALS: Final = {
     "APIKey": "apikeys",
 }
 MERGE_PATCH: Final = "application/merge-patch+json"
-
-
-def load_config(kubeconfig: Path | None = None) -> kubernetes.client.Configuration:
-    """In-cluster service account inside a pod, else the kubeconfig (KUBECONFIG or ~/.kube)."""
-    config = kubernetes.client.Configuration()
-    if kubeconfig is None and "KUBERNETES_SERVICE_HOST" in os.environ:
-        kubernetes.config.load_incluster_config(client_configuration=config)  # type: ignore[no-untyped-call]
-    else:
-        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=str(kubeconfig) if kubeconfig else None, client_configuration=config
-        )
-    return config
 
 
 def _version(obj: Any) -> str:

@@ -17,11 +17,12 @@ from typing import Any
 
 import kopf
 
+from kubellm_gateway.kube_credentials import connection_info, load_config
 from kubellm_gateway.resources import API_GROUP
 
 from . import apikeys, discovery
 from .evaluation import model_ids
-from .kubeapi import PLURALS, VERSION, Cluster, load_config
+from .kubeapi import PLURALS, VERSION, Cluster
 from .reconciler import CLAIMS, INDICES, Reconciler
 
 
@@ -129,17 +130,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     @kopf.on.login(registry=registry)
     def _login(**_: Any) -> kopf.ConnectionInfo:
         # The same credentials the writes use; the service account token is re-read on 401.
-        fresh = load_config(args.kubeconfig)
-        token = (fresh.api_key or {}).get("authorization", "").removeprefix("Bearer ")
-        return kopf.ConnectionInfo(
-            server=fresh.host,
-            ca_path=fresh.ssl_ca_cert,
-            insecure=not fresh.verify_ssl,
-            scheme="Bearer" if token else None,
-            token=token or None,
-            certificate_path=fresh.cert_file,
-            private_key_path=fresh.key_file,
-        )
+        return connection_info(load_config(args.kubeconfig))
 
     if not args.standalone:
 

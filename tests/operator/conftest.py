@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from kubellm_operator.kubeapi import Cluster, load_config
+from kubellm_gateway.kube_credentials import load_config
+from kubellm_operator.kubeapi import Cluster
 from kubellm_operator.main import build_registry
 from kubellm_operator.reconciler import Reconciler
 from tests.support.kube import KubeAPI, KubeEmulator, run_kopf

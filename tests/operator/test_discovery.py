@@ -12,8 +12,9 @@ from typing import Any
 import pytest
 import yaml
 
+from kubellm_gateway.kube_credentials import load_config
 from kubellm_gateway.resources import LLMProvider, parse_resource
-from kubellm_operator.kubeapi import Cluster, load_config
+from kubellm_operator.kubeapi import Cluster
 from kubellm_operator.main import build_registry
 from kubellm_operator.reconciler import Reconciler
 from tests.fakes.azure_control import FakeAzureControl, deployment

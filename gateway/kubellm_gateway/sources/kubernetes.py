@@ -402,29 +402,11 @@ class KubernetesSource:
         return info
 
     def _login_with_plugin(self, info: kopf.ConnectionInfo) -> kopf.ConnectionInfo:
-        # Imported here: the client is heavy, and only exec-plugin users need it.
-        import kubernetes  # noqa: PLC0415
+        # Imported here: the kubernetes client is heavy, and only exec-plugin users need it.
+        from .. import kube_credentials  # noqa: PLC0415
 
-        client = kubernetes.client.Configuration()
-        # The file is named: the client reads $KUBECONFIG only when first imported.
-        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
-            config_file=str(self.kubeconfig) if self.kubeconfig else None,
-            client_configuration=client,
-        )
-        header = client.get_api_key_with_prefix("BearerToken") or client.get_api_key_with_prefix(
-            "authorization"
-        )
-        scheme, _, token = (header or "").rpartition(" ")
-        return kopf.ConnectionInfo(
-            server=client.host,
-            ca_path=client.ssl_ca_cert,
-            insecure=not client.verify_ssl,
-            scheme=scheme or None,
-            token=token or None,
-            certificate_path=client.cert_file,
-            private_key_path=client.key_file,
-            default_namespace=info.default_namespace,
-        )
+        config = kube_credentials.load_config(self.kubeconfig)
+        return kube_credentials.connection_info(config, info.default_namespace)
 
     async def _publish(
         self,
