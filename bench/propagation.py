@@ -41,6 +41,7 @@ from typing import Any
 
 import httpx2
 import yaml
+from tests.support import kube
 
 from bench import processes
 from bench.procfs import rss_bytes
@@ -206,18 +207,12 @@ class Cluster:
         self.url = f"http://127.0.0.1:{self.port}"
         command = [sys.executable, "-m", "tests.support.kube", str(kube_port)]
         self.kube = processes.spawn(command, workdir / "kube.log", cpus=CLUSTER_CPUS)
-        self.api = httpx2.Client(base_url=self.kube_url, timeout=10)
+        self.api = httpx2.Client(
+            base_url=self.kube_url, timeout=10, headers={"authorization": f"Bearer {kube.TOKEN}"}
+        )
         self._wait_for_kube()
         self._seed()
-        config = workdir / "kubeconfig"
-        config.write_text(
-            yaml.safe_dump({
-                "apiVersion": "v1", "kind": "Config", "current-context": "bench",
-                "clusters": [{"name": "bench", "cluster": {"server": self.kube_url}}],
-                "users": [{"name": "bench", "user": {"token": "bench"}}],
-                "contexts": [{"name": "bench", "context": {"cluster": "bench", "user": "bench"}}],
-            })
-        )  # fmt: skip
+        config = kube.write_kubeconfig(self.kube_url, workdir / "kubeconfig", NAMESPACE)
         gateway = [
             *(sys.executable, "-m", "kubellm_gateway.cli", "--source", "kubernetes"),
             *("--kubeconfig", str(config), "--namespaces", NAMESPACE),

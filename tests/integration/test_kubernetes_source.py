@@ -23,7 +23,7 @@ import yaml
 from tests.conftest import StartGateway
 from tests.fakes.upstream import FakeUpstream
 from tests.support.gateway import GatewayProcess, new_key
-from tests.support.kube import CRD_DIR, KubeAPI, KubeEmulator
+from tests.support.kube import CRD_DIR, TOKEN, KubeAPI, KubeEmulator
 from tests.support.manifests import backend, dump, model, openai_provider, policy, provider
 from tests.support.traffic import Traffic
 
@@ -384,12 +384,13 @@ def test_a_kubeconfig_with_an_exec_plugin_logs_in_through_it(
     base: KubeEmulator, start_gateway: StartGateway, tmp_path: Path
 ) -> None:
     """kopf's own kubeconfig reader knows no exec plugins (EKS, GKE, OIDC helpers): the
-    gateway then logs in through the kubernetes client, which runs the plugin."""
+    gateway then logs in through the kubernetes client, which runs the plugin. The plugin's
+    token is the only credential in the kubeconfig, and the emulator answers 401 without it."""
     ran = tmp_path / "plugin-ran"
     plugin = (
         "import json, pathlib, sys; pathlib.Path(sys.argv[1]).touch(); print(json.dumps({"
         "'apiVersion': 'client.authentication.k8s.io/v1beta1', 'kind': 'ExecCredential',"
-        "'status': {'token': 'from-the-plugin'}}))"
+        f"'status': {{'token': '{TOKEN}'}}}}))"
     )
     config = base.kubeconfig(tmp_path / "kubeconfig")
     document = yaml.safe_load(config.read_text())

@@ -16,7 +16,7 @@ import pytest
 
 from tests.operator.conftest import resource, secret
 from tests.support.gateway import free_port
-from tests.support.kube import KubeAPI, KubeEmulator
+from tests.support.kube import TOKEN, KubeAPI, KubeEmulator
 
 MOCK = resource("LLMProvider", "mock", {"type": "Mock"})
 
@@ -219,7 +219,8 @@ def test_as_a_process_it_serves_and_exits_promptly_on_sigterm_with_watches_open(
             process.stdout.readline().strip() == f"kubernetes emulator at http://127.0.0.1:{port}"
         )
         url = f"http://127.0.0.1:{port}/apis/kubellm.io/v1alpha1/llmmodels?watch=true"
-        with httpx2.stream("GET", url, timeout=10) as watch:
+        auth = {"authorization": f"Bearer {TOKEN}"}
+        with httpx2.stream("GET", url, headers=auth, timeout=10) as watch:
             assert watch.status_code == 200
             started = time.monotonic()
             process.send_signal(signal.SIGTERM)
@@ -229,3 +230,19 @@ def test_as_a_process_it_serves_and_exits_promptly_on_sigterm_with_watches_open(
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong", f"Basic {TOKEN}"])
+def test_a_request_without_the_token_is_unauthorized(
+    kube: KubeEmulator, authorization: str | None
+) -> None:
+    headers = {"authorization": authorization} if authorization else {}
+    response = httpx2.get(
+        kube.url + "/api/v1/namespaces/default/secrets", headers=headers, timeout=5
+    )
+    assert response.status_code == 401
+    assert response.json()["reason"] == "Unauthorized"
+    accepted = {"authorization": f"bearer {TOKEN}"}  # the scheme in any case, as in-cluster
+    assert httpx2.get(
+        kube.url + "/api/v1/namespaces/default/secrets", headers=accepted, timeout=5
+    ).is_success

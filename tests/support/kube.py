@@ -24,9 +24,11 @@ ends), as a long outage leaves it, and its client has to list again. As a proces
 benchmarks or manual use: ``python -m tests.support.kube PORT`` (prints the URL, exits
 promptly on SIGTERM).
 
-The CRDs in helm/kubellm/crds/ are registered at start (no schema checks: validate with
-the pydantic models or CEL tests instead). Not emulated: OpenAPI, admission, garbage
-collection of owned objects, bookmarks; every patch is a JSON merge patch.
+Every request but kubectl's must carry ``Authorization: Bearer emulator`` (TOKEN; the
+kubeconfigs and clients made here send it), else 401. The CRDs in helm/kubellm/crds/ are
+registered at start (no schema checks: validate with the pydantic models or CEL tests
+instead). Not emulated: RBAC, OpenAPI, admission, garbage collection of owned objects,
+bookmarks; every patch is a JSON merge patch.
 """
 
 from __future__ import annotations
@@ -80,6 +82,41 @@ PATHS: Mapping[str, str] = {
 
 def _now() -> str:
     return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# The bearer token every client must send (the kubeconfigs written here carry it): the
+# emulator checks it as an API server checks credentials, so a login that sends none fails.
+TOKEN = "emulator"
+
+
+def _authorized(headers: Mapping[str, str]) -> bool:
+    """Whether the request carries `Authorization: Bearer <TOKEN>` (the scheme in any case).
+    kubectl is let through: client-go sends no bearer token over plain http, which is all
+    the emulator serves (a real API server serves only https)."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    if lower.get("user-agent", "").startswith("kubectl/"):
+        return True
+    scheme, _, token = lower.get("authorization", "").partition(" ")
+    return scheme.lower() == "bearer" and token == TOKEN
+
+
+def write_kubeconfig(url: str, path: Path, namespace: str = "default") -> Path:
+    """A kubeconfig for the emulator at `url`, with its token, written to `path`."""
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "emulator", "cluster": {"server": url}}],
+        "users": [{"name": "emulator", "user": {"token": TOKEN}}],
+        "contexts": [
+            {
+                "name": "emulator",
+                "context": {"cluster": "emulator", "user": "emulator", "namespace": namespace},
+            }
+        ],
+        "current-context": "emulator",
+    }
+    path.write_text(yaml.safe_dump(config))
+    return path
 
 
 def _conflict(message: str) -> k8s.KubernetesError:
@@ -302,6 +339,15 @@ class Emulator(kmock.KubernetesEmulator):
         return None
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        if not _authorized(request.headers):
+            # As a real API server: a client whose login sends no credentials fails here.
+            return aiohttp.web.json_response(
+                {
+                    "kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                    "message": "Unauthorized", "reason": "Unauthorized", "code": 401,
+                },
+                status=401,
+            )  # fmt: skip
         if len(self._requests) > self.max_requests:
             del self._requests[: -self.max_requests]
         if request.resource is not None and request.resource in set(self._get_resources()):
@@ -631,22 +677,7 @@ class KubeEmulator:
 
     def kubeconfig(self, path: Path, namespace: str = "default") -> Path:
         """Write a kubeconfig for this emulator (kubectl, kopf, the kubernetes client)."""
-        config = {
-            "apiVersion": "v1",
-            "kind": "Config",
-            "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
-            # The emulator checks no credentials; a token keeps every client's auth path happy.
-            "users": [{"name": "emulator", "user": {"token": "emulator"}}],
-            "contexts": [
-                {
-                    "name": "emulator",
-                    "context": {"cluster": "emulator", "user": "emulator", "namespace": namespace},
-                }
-            ],
-            "current-context": "emulator",
-        }
-        path.write_text(yaml.safe_dump(config))
-        return path
+        return write_kubeconfig(self.url, path, namespace)
 
     def kubectl(
         self, *args: str, input: str | None = None, check: bool = True, timeout: float = 30
@@ -674,7 +705,9 @@ class KubeAPI:
 
     def __init__(self, url: str, namespace: str = "default") -> None:
         self.namespace = namespace
-        self.http = httpx2.Client(base_url=url, timeout=10)
+        self.http = httpx2.Client(
+            base_url=url, timeout=10, headers={"authorization": f"Bearer {TOKEN}"}
+        )
 
     def close(self) -> None:
         self.http.close()
@@ -779,7 +812,7 @@ def run_kopf(
 
     @kopf.on.login(registry=registry)
     def _login(**_: Any) -> kopf.ConnectionInfo:
-        return kopf.ConnectionInfo(server=url, scheme="Bearer", token="emulator", insecure=True)
+        return kopf.ConnectionInfo(server=url, scheme="Bearer", token=TOKEN, insecure=True)
 
     settings = settings or kopf.OperatorSettings()
     if namespaces:
