@@ -140,19 +140,19 @@ class _Series:
     and about ten lock round trips a request cost 6 to 9 % of the gateway's CPU; the
     lookups and label tuples of one family each, another 1 to 2 % (bench/README.md).
     Only the loop writes; a scrape (the metrics server's thread) copies under the GIL.
+    What a histogram holds is not kept twice: requests are the duration's count, tokens
+    the token usage's sums.
     """
 
     __slots__ = (
-        "cost", "disconnects", "duration", "fallbacks", "input", "input_usage", "output",
-        "output_usage", "overhead", "requests", "ttft",
+        "cost", "disconnects", "duration", "fallbacks", "input_usage", "output_usage",
+        "overhead", "ttft",
     )  # fmt: skip
 
     def __init__(self) -> None:
-        self.requests = 0
         self.duration = _histogram(LATENCY_BUCKETS)
         self.ttft = _histogram(LATENCY_BUCKETS)
         self.overhead = _histogram(OVERHEAD_BUCKETS)
-        self.input = self.output = 0
         self.input_usage = _histogram(TOKEN_BUCKETS)
         self.output_usage = _histogram(TOKEN_BUCKETS)
         self.cost = 0.0
@@ -190,14 +190,15 @@ class RequestMetrics:
         for key, s in list(self.series.items()):
             op, model, provider, policy, status, *who = key
             sc = status_class(int(status))
-            requests.add_metric([op, model, provider, policy, sc, status, *who], s.requests)
+            served = sum(s.duration[:-1])  # every request is timed
+            requests.add_metric([op, model, provider, policy, sc, status, *who], served)
             _add(duration, (op, model, sc), s.duration)
             _add(ttft, (op, model), s.ttft)
             _add(overhead, (op,), s.overhead)
             _add(usage, (op, model, "input"), s.input_usage)
             _add(usage, (op, model, "output"), s.output_usage)
-            count(tokens, (op, model, provider, policy, "input", *who), s.input)
-            count(tokens, (op, model, provider, policy, "output", *who), s.output)
+            count(tokens, (op, model, provider, policy, "input", *who), s.input_usage[-1])
+            count(tokens, (op, model, provider, policy, "output", *who), s.output_usage[-1])
             count(cost, (model, provider, policy, *who), s.cost)
             count(fallbacks, (model,), s.fallbacks)
             count(disconnects, (op, model), s.disconnects)
@@ -379,17 +380,14 @@ class Metrics:
         s = m.series.get(key)
         if s is None:
             s = m.series[key] = _Series()
-        s.requests += 1
         _observe(s.duration, LATENCY_BUCKETS, seconds)
         if call.ttft is not None:
             _observe(s.ttft, LATENCY_BUCKETS, call.ttft)
         if call.overhead is not None:
             _observe(s.overhead, OVERHEAD_BUCKETS, call.overhead)
         if call.input_tokens:
-            s.input += call.input_tokens
             _observe(s.input_usage, TOKEN_BUCKETS, call.input_tokens)
         if call.output_tokens:
-            s.output += call.output_tokens
             _observe(s.output_usage, TOKEN_BUCKETS, call.output_tokens)
         s.cost += call.cost
         if call.attempts > 1 and call.status < 400:
