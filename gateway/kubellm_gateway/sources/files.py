@@ -98,7 +98,6 @@ class FileSource:
                 if resource is None:
                     continue
                 key = resource_key(resource)
-                resource = self._with_creation_time(key, resource, path)
                 if key in found:
                     log.error(
                         "%s document %d: %s %s/%s is defined twice; the first wins",
@@ -107,7 +106,7 @@ class FileSource:
                         *key,
                     )
                     continue
-                found[key] = resource
+                found[key] = self._with_creation_time(key, resource, path)
         self._good = found
         for key in set(self._created) - set(found):
             del self._created[key]  # deleted: created anew if it comes back
