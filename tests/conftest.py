@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from tests.fakes.otlp import FakeCollector
 from tests.fakes.upstream import FakeUpstream
 from tests.support.gateway import GatewayProcess, new_key
 from tests.support.kube import KubeAPI, KubeEmulator
@@ -58,6 +59,13 @@ def start_module_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     yield start
     for process in started:
         process.stop()
+
+
+@pytest.fixture
+def collector() -> Iterator[FakeCollector]:
+    """A fake OpenTelemetry collector on 127.0.0.1 (fakes/otlp.py)."""
+    with FakeCollector() as c:
+        yield c
 
 
 @pytest.fixture

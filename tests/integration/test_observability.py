@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import openai
@@ -31,12 +30,6 @@ def manifests(fake: FakeUpstream) -> str:
         api_key("tester", KEY, user="alice", groups=["t"]),
         policy("all", [("Group", "t")], models=["*"]),
     )
-
-
-@pytest.fixture
-def collector() -> Iterator[FakeCollector]:
-    with FakeCollector() as c:
-        yield c
 
 
 # Both exporters the gateway has: its own JSON one (the default) and the SDK's protobuf.

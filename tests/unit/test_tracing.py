@@ -8,7 +8,6 @@ import math
 import socket
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -389,12 +388,6 @@ def test_non_finite_doubles_are_spelled_as_proto3_json_does() -> None:
         {"doubleValue": "Infinity"},
         {"doubleValue": "-Infinity"},
     ]
-
-
-@pytest.fixture
-def collector() -> Iterator[FakeCollector]:
-    with FakeCollector() as c:
-        yield c
 
 
 def json_exporter(collector: FakeCollector, **config: Any) -> OTLPJSONSpanExporter:
