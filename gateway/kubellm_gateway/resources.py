@@ -33,7 +33,15 @@ from pydantic import (
 from pydantic_core import ErrorDetails
 
 API_GROUP: Final = "kubellm.io"
-API_VERSION: Final = "kubellm.io/v1alpha1"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{API_GROUP}/{VERSION}"
+# Each kind's plural: its API path, and its CRD's name with the group.
+PLURALS: Final[Mapping[str, str]] = {
+    "LLMProvider": "llmproviders",
+    "LLMModel": "llmmodels",
+    "AccessPolicy": "accesspolicies",
+    "APIKey": "apikeys",
+}
 # On the Secrets the operator mints API keys into: it finds them by it, and gateway pods
 # ask the API server never to send them.
 API_KEY_SECRET_LABEL: Final = f"{API_GROUP}/apikey"

@@ -20,6 +20,8 @@ from pydantic import BaseModel
 
 from kubellm_gateway.resources import (
     API_GROUP,
+    PLURALS,
+    VERSION,
     AccessPolicySpec,
     APIKeySpec,
     APIKeyStatus,
@@ -29,7 +31,6 @@ from kubellm_gateway.resources import (
     Status,
 )
 
-VERSION: Final = "v1alpha1"
 CATEGORY: Final = "kubellm"
 
 Schema = dict[str, Any]
@@ -48,12 +49,15 @@ class Rule:
 @dataclass(frozen=True)
 class Kind:
     kind: str
-    plural: str
     short_name: str
     spec: type[BaseModel]
     status: type[BaseModel]
     columns: tuple[tuple[str, str, str], ...]  # name, type, JSONPath
     rules: tuple[Rule, ...] = field(default=())
+
+    @property
+    def plural(self) -> str:
+        return PLURALS[self.kind]
 
 
 def _condition(type_: str, what: str) -> str:
@@ -89,7 +93,6 @@ def _only_with(setting: str, provider_type: str) -> Rule:
 KINDS: Final = (
     Kind(
         "LLMProvider",
-        "llmproviders",
         "llmp",
         LLMProviderSpec,
         LLMProviderStatus,
@@ -135,7 +138,6 @@ KINDS: Final = (
     ),
     Kind(
         "LLMModel",
-        "llmmodels",
         "llmm",
         LLMModelSpec,
         Status,
@@ -156,7 +158,6 @@ KINDS: Final = (
     ),
     Kind(
         "AccessPolicy",
-        "accesspolicies",
         "ap",
         AccessPolicySpec,
         Status,
@@ -180,7 +181,6 @@ KINDS: Final = (
     ),
     Kind(
         "APIKey",
-        "apikeys",
         "ak",
         APIKeySpec,
         APIKeyStatus,

@@ -36,6 +36,8 @@ from kubellm_gateway.providers.entra import (
 from kubellm_gateway.resources import (
     API_GROUP,
     API_VERSION,
+    PLURALS,
+    VERSION,
     AzureDiscovery,
     EntraID,
     LLMProvider,
@@ -52,7 +54,7 @@ from .conditions import (
     holds,
 )
 from .evaluation import Key, key_of
-from .kubeapi import PLURALS, VERSION, Conflict
+from .kubeapi import Conflict
 from .reconciler import Reconciler
 
 log = logging.getLogger(__name__)

@@ -14,15 +14,8 @@ from typing import Any, Final
 
 import kubernetes
 
-from kubellm_gateway.resources import API_GROUP
+from kubellm_gateway.resources import API_GROUP, PLURALS, VERSION
 
-VERSION: Final = "v1alpha1"
-PLURALS: Final = {
-    "LLMProvider": "llmproviders",
-    "LLMModel": "llmmodels",
-    "AccessPolicy": "accesspolicies",
-    "APIKey": "apikeys",
-}
 MERGE_PATCH: Final = "application/merge-patch+json"
 
 

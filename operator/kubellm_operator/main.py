@@ -18,11 +18,11 @@ from typing import Any
 import kopf
 
 from kubellm_gateway.kube_credentials import connection_info, load_config
-from kubellm_gateway.resources import API_GROUP
+from kubellm_gateway.resources import API_GROUP, PLURALS, VERSION
 
 from . import apikeys, discovery
 from .evaluation import model_ids
-from .kubeapi import PLURALS, VERSION, Cluster
+from .kubeapi import Cluster
 from .reconciler import CLAIMS, INDICES, Reconciler
 
 

@@ -50,6 +50,8 @@ import kopf
 from ..resources import (
     API_GROUP,
     API_KEY_SECRET_LABEL,
+    PLURALS,
+    VERSION,
     APIKey,
     LLMProvider,
     Resource,
@@ -64,13 +66,6 @@ log = logging.getLogger(__name__)
 Key = tuple[str, str, str]  # (kind, namespace, name)
 Apply = Callable[[list[Resource], dict[str, int]], Awaitable[None]]
 
-VERSION: Final = "v1alpha1"
-PLURALS: Final[Mapping[str, str]] = {
-    "LLMProvider": "llmproviders",
-    "LLMModel": "llmmodels",
-    "AccessPolicy": "accesspolicies",
-    "APIKey": "apikeys",
-}
 CRD_RESOURCE: Final = ("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 SENTINEL_CRD: Final = f"{PLURALS['LLMModel']}.{API_GROUP}"
 
