@@ -121,14 +121,13 @@ class _ModelIndex:
 
     def policy_models(self, policy: AccessPolicy) -> frozenset[str]:
         selector = policy.spec.modelSelector
-        key = "policy:" + "\0".join(policy.spec.models)
-        if selector is not None:
-            key += "\0selector:" + selector.model_dump_json()
+        selector_key = "selector:" + selector.model_dump_json() if selector is not None else ""
+        key = "policy:" + "\0".join(policy.spec.models) + "\0" + selector_key
         if (hit := self.memo.get(key)) is not None:
             return hit  # many policies give the same models to different subjects
         parts = [self.glob(pattern) for pattern in policy.spec.models]
         if selector is not None:
-            parts.append(self.selected(selector))
+            parts.append(self.selected(selector, selector_key))
         matched = self.memo[key] = frozenset().union(*parts)
         return matched
 
@@ -155,8 +154,8 @@ class _ModelIndex:
             return self.ids[start : bisect.bisect_left(self.ids, successor, lo=start)]
         return list(itertools.takewhile(lambda i: i.startswith(prefix), self.ids[start:]))
 
-    def selected(self, selector: LabelSelector) -> frozenset[str]:
-        key = "selector:" + selector.model_dump_json()
+    def selected(self, selector: LabelSelector, key: str) -> frozenset[str]:
+        """The ids `selector` matches; `key` is its memo key ("selector:" and its JSON)."""
         if (hit := self.memo.get(key)) is not None:
             return hit
         if selector.matchLabels:
