@@ -76,7 +76,13 @@ class GatewayProcess:
             env={**os.environ, **(env or {})},
         )
         self.http = httpx2.Client(base_url=self.url, timeout=10)
-        self.wait_ready()
+        try:
+            self.wait_ready()
+        except BaseException:
+            # The fixtures stop only gateways that started: one that never got ready must
+            # not outlive its test (a hung one did, holding its ports).
+            self.stop()
+            raise
 
     @property
     def base_url(self) -> str:
